@@ -1,0 +1,48 @@
+# sparsevlm task runner. `just test` is the CPU suite that CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what a fresh machine lacks (the Rust components the suite uses).
+setup:
+    rustup component add rustfmt clippy
+
+# The CPU suite: formatting, lints with warnings as errors, and every test (golden parity included).
+test: fmt-check lint
+    cargo test --workspace --all-targets
+    cargo test --workspace --doc
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Check the formatting.
+fmt-check:
+    cargo fmt --all -- --check
+
+# Lints, warnings as errors.
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Plan a method and budget on a model preset, e.g. `just plan --method v2.0 --budget 100`.
+plan *ARGS:
+    cargo run --release -q -p sparsevlm-cuda -- plan {{ARGS}}
+
+# The demo with the small real VLM (not built yet).
+demo:
+    @echo "just demo: the demo model is not built yet; see README.md (status)" >&2; exit 1
+
+# Build and serve the browser demo (not built yet).
+web:
+    @echo "just web: the browser demo is not built yet; see www/README.md" >&2; exit 1
+
+# Build the CUDA test binaries for the GPU machine (not built yet).
+test-cuda:
+    @echo "just test-cuda: the CUDA backend is not built yet; see README.md (status)" >&2; exit 1
+
+# GPU benchmarks written to docs/perf.md (not built yet).
+bench:
+    @echo "just bench: the benchmarks need the native models, which are not built yet" >&2; exit 1

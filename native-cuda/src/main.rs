@@ -1,0 +1,116 @@
+//! The `sparsevlm` command-line tool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sparsevlm_core::{BaselineKeep, Budget, Method, ModelDims, SparseConfig};
+use sparsevlm_cuda::plan;
+
+#[derive(Debug, Parser)]
+#[command(name = "sparsevlm", version, about = "SparseVLM: text-guided visual token pruning for VLMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what a method and budget do to a model: per-layer tokens, equivalent tokens, FLOPs, KV cache.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MethodArg {
+    /// SparseVLM v1.5 (default): official tables, recycling.
+    #[value(name = "v1.5")]
+    V15,
+    /// SparseVLM+ (v2.0): gravity-corrected priority heads, no recycling.
+    #[value(name = "v2.0")]
+    V20,
+    /// FastV: one cut after layer K - 1, scored by the last token.
+    Fastv,
+    /// PyramidDrop: cuts at layers 8/16/24, scored by the last instruction token.
+    Pdrop,
+    /// Seeded random selection on the v2.0 schedule.
+    Random,
+    /// No pruning.
+    Dense,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    #[value(name = "llava-1.5-7b")]
+    Llava7b,
+    #[value(name = "llava-1.5-13b")]
+    Llava13b,
+    #[value(name = "smollm2-135m")]
+    Smollm2,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    #[arg(long, value_enum, default_value = "v1.5")]
+    method: MethodArg,
+    /// Retained (equivalent) visual tokens. 192/128/96/64 use the official tables; others are solved.
+    #[arg(long, default_value_t = 192)]
+    budget: u32,
+    /// Solve for the budget even when an official table exists.
+    #[arg(long)]
+    exact: bool,
+    /// FastV's K (prune after layer K - 1).
+    #[arg(long, default_value_t = 2)]
+    fastv_k: usize,
+    #[arg(long, value_enum, default_value = "llava-1.5-7b")]
+    preset: Preset,
+    /// Visual tokens in the prompt.
+    #[arg(long, default_value_t = 576)]
+    visual_tokens: usize,
+    /// Other (text) tokens in the prompt; 118 reproduces the paper's FLOPs column.
+    #[arg(long, default_value_t = 118)]
+    text_tokens: usize,
+    /// Print JSON instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+fn config(args: &PlanArgs) -> SparseConfig {
+    let budget = if args.exact { Budget::Solve(args.budget) } else { Budget::Tokens(args.budget) };
+    let method = match args.method {
+        MethodArg::V15 => Method::SparseVlmV15 { budget },
+        MethodArg::V20 => Method::SparseVlmV20 { budget, priority_heads: None },
+        MethodArg::Fastv => Method::FastV { k: args.fastv_k, keep: BaselineKeep::Budget(args.budget) },
+        MethodArg::Pdrop => Method::PDrop { layers: vec![8, 16, 24], keep: BaselineKeep::Budget(args.budget) },
+        MethodArg::Random => Method::Random { budget, seed: 0 },
+        MethodArg::Dense => Method::Dense,
+    };
+    SparseConfig { method, ..SparseConfig::default() }
+}
+
+fn run_plan(args: &PlanArgs) -> anyhow::Result<()> {
+    let dims = match args.preset {
+        Preset::Llava7b => ModelDims::llava_15_7b(),
+        Preset::Llava13b => ModelDims::llava_15_13b(),
+        Preset::Smollm2 => ModelDims::smollm2_135m(),
+    };
+    let planned = plan::plan(&config(args), &dims, args.visual_tokens, args.text_tokens)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&planned)?);
+    } else {
+        print!("{}", planned.render(&dims));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Plan(args) => run_plan(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -148,3 +148,18 @@ impl SparseConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_round_trip_through_json() {
+        for config in [SparseConfig::v20(128), SparseConfig::pdrop(), SparseConfig::v1(0.8, 6.0).official_quirks()] {
+            let json = serde_json::to_string(&config).unwrap();
+            assert_eq!(serde_json::from_str::<SparseConfig>(&json).unwrap(), config);
+        }
+        assert_eq!(SparseConfig::default(), SparseConfig::v15(192));
+        assert_eq!(SparseConfig::fastv(2, 0.75).label(), "FastV (K=2, keep 0.25)");
+    }
+}

@@ -25,7 +25,7 @@ use crate::raters::{self, RaterSelection};
 use crate::recipe::{KeepRule, Recipe, ScoreSource, Scorer, Stage};
 use crate::recycle::{self, Clustering};
 use crate::schedule::{self, KeepDecision, VisualCounts};
-use crate::score::{self, HeadAggregation};
+use crate::score;
 use crate::trace::{LayerEvent, PruneTrace};
 use crate::{rank, rng, select};
 
@@ -448,10 +448,5 @@ impl Sparsifier {
     /// Everything decided so far.
     pub fn trace(&self) -> &PruneTrace {
         &self.trace
-    }
-
-    /// Whether the method uses head aggregation over priority heads (for display).
-    pub fn head_aggregation(&self) -> HeadAggregation {
-        self.recipe.heads
     }
 }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use ndarray::{s, Array1, Array2, Axis};
+use ndarray::{s, Array1, Array2};
 use serde::Deserialize;
 use sparsevlm_core::{CpuReference, CpuTensor, ModelDims, RaterAttention, ScoreSource, Sparsifier, TokenOrigin};
 
@@ -214,20 +214,32 @@ impl ReferenceLlama {
         }
     }
 
-    /// Causal self-attention of `h` (normed, `[n, D]`) against `cache` + itself.
-    fn attention(&self, layer: &Layer, h: &Array2<f32>, positions: &[i64], past: Option<&KvCache>) -> AttentionOut {
+    /// Causal self-attention of `h` (normed, `[n, D]`). In decoding, `cache` receives the new keys and
+    /// values first and the queries attend over all of it.
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Array2<f32>,
+        positions: &[i64],
+        cache: Option<&mut KvCache>,
+    ) -> Result<AttentionOut> {
         let (heads, kv_heads, d) = (self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim());
         let mut q = h.dot(&layer.q.t()); // [n, D]
         let mut k = h.dot(&layer.k.t()); // [n, kv]
         let v = h.dot(&layer.v.t()); // [n, kv]
         self.rope(&mut q, positions);
         self.rope(&mut k, positions);
-        let (keys, values) = match past {
-            Some(c) => (
-                ndarray::concatenate(Axis(0), &[c.k.view(), k.view()]).unwrap_or_else(|_| k.clone()),
-                ndarray::concatenate(Axis(0), &[c.v.view(), v.view()]).unwrap_or_else(|_| v.clone()),
-            ),
-            None => (k.clone(), v.clone()),
+        let shape_error =
+            |e: ndarray::ShapeError| FixtureError::Parse { path: "kv cache".into(), message: e.to_string() };
+        let (keys, values) = match cache {
+            Some(c) => {
+                for (kr, vr) in k.rows().into_iter().zip(v.rows()) {
+                    c.k.push_row(kr).map_err(shape_error)?;
+                    c.v.push_row(vr).map_err(shape_error)?;
+                }
+                (c.k.view(), c.v.view())
+            }
+            None => (k.view(), v.view()),
         };
         let n = h.nrows();
         let offset = keys.nrows() - n; // query i sees keys 0..=offset + i
@@ -251,7 +263,7 @@ impl ReferenceLlama {
             }
             out.slice_mut(s![.., head * d..(head + 1) * d]).assign(&scores.dot(&vh));
         }
-        AttentionOut { q, k, v, out, lse }
+        Ok(AttentionOut { q, k, v, out, lse })
     }
 
     fn mlp(&self, layer: &Layer, x: &Array2<f32>) -> Array2<f32> {
@@ -326,7 +338,7 @@ impl ReferenceLlama {
         let mut merged = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
             let positions = sparsifier.positions().to_vec();
-            let att = self.attention(layer, &self.rms_norm(&x, &layer.input_norm), &positions, None);
+            let att = self.attention(layer, &self.rms_norm(&x, &layer.input_norm), &positions, None)?;
             let y = &x + &att.out.dot(&layer.o.t());
             let y = &y + &self.mlp(layer, &y);
             caches.push(KvCache { k: att.k.clone(), v: att.v.clone() });
@@ -336,14 +348,14 @@ impl ReferenceLlama {
                 ScoreSource::ThisLayer => att,
                 ScoreSource::NextLayer => {
                     let next = &self.layers[l + 1];
-                    self.attention(next, &self.rms_norm(&x, &next.input_norm), &positions, None)
+                    self.attention(next, &self.rms_norm(&x, &next.input_norm), &positions, None)?
                 }
             };
             let inputs = self.rater_inputs(&source_att, &request.rater_rows, form)?;
             let attention = match inputs.as_slice() {
                 [q, k, lse] => RaterAttention::QkLse { q, k, lse },
-                [probs] => RaterAttention::Probs { probs },
-                _ => unreachable!("rater_inputs returns one or three tensors"),
+                [probs, ..] => RaterAttention::Probs { probs },
+                [] => return Err(FixtureError::Missing { what: "rater attention".into(), path: "decoder".into() }),
             };
             let hidden = CpuTensor::new(vec![x.nrows(), x.ncols()], x.clone().into_raw_vec_and_offset().0)?;
             if let Some(pruned) = sparsifier.prune(&cpu, l, Some(attention), &hidden)? {
@@ -367,10 +379,8 @@ impl ReferenceLlama {
             let mut x = self.embed.slice(s![token..token + 1, ..]).to_owned();
             for (l, layer) in self.layers.iter().enumerate() {
                 let position = [sparsifier.decode_position(l, step)];
-                let att = self.attention(layer, &self.rms_norm(&x, &layer.input_norm), &position, Some(&caches[l]));
-                let cache = &mut caches[l];
-                cache.k.push_row(att.k.row(0)).ok();
-                cache.v.push_row(att.v.row(0)).ok();
+                let h = self.rms_norm(&x, &layer.input_norm);
+                let att = self.attention(layer, &h, &position, Some(&mut caches[l]))?;
                 let y = &x + &att.out.dot(&layer.o.t());
                 x = &y + &self.mlp(layer, &y);
             }

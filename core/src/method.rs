@@ -14,7 +14,8 @@ use crate::gravity::DEFAULT_GRAVITY_FLOOR;
 pub enum Budget {
     /// A target equivalent token count. The official numbers (192, 128, 96, 64) on a 576-token image with
     /// the official layers use the official tables verbatim, like the official code, whatever the depth;
-    /// any other number is solved ([`crate::solver`]). Values at or above the visual count disable pruning.
+    /// any other number is solved ([`crate::solver`]). The budget must lie in `1..=V`; `V` itself
+    /// means no pruning.
     Tokens(u32),
     /// Always solve for the target, even for the official numbers (within ±1 on any depth).
     Solve(u32),

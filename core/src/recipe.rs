@@ -260,9 +260,10 @@ impl Recipe {
     }
 }
 
+/// A budget must lie in `1..=n_visual`; `n_visual` itself means no pruning.
 fn check_budget(budget: u32, n_visual: usize) -> Result<()> {
-    if budget == 0 {
-        return Err(SparseError::BudgetOutOfRange { budget: 0, n_visual });
+    if budget == 0 || budget as usize > n_visual {
+        return Err(SparseError::BudgetOutOfRange { budget: budget as i64, n_visual });
     }
     Ok(())
 }
@@ -297,9 +298,12 @@ mod tests {
     fn budgets_out_of_range_and_bad_layers() {
         let dims = ModelDims::llava_15_7b();
         assert!(Recipe::resolve(&SparseConfig::v15(0), &dims, 576).is_err());
-        // At or above the visual count: nothing to prune.
+        // The visual count itself keeps everything; more is out of range.
         assert!(Recipe::resolve(&SparseConfig::v15(576), &dims, 576).unwrap().stages.is_empty());
-        assert!(Recipe::resolve(&SparseConfig::v15(9000), &dims, 576).unwrap().stages.is_empty());
+        assert!(matches!(
+            Recipe::resolve(&SparseConfig::v15(577), &dims, 576),
+            Err(SparseError::BudgetOutOfRange { budget: 577, n_visual: 576 })
+        ));
         assert!(Recipe::resolve(&SparseConfig::fastv(0, 0.5), &dims, 576).is_err());
         let mut deep = SparseConfig::v15(192);
         deep.layers = Some(vec![2, 6, 31]);

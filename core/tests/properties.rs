@@ -58,14 +58,15 @@ fn layers_strategy(lo: usize, hi: usize) -> impl Strategy<Value = Vec<usize>> {
 
 /// A ratio in (0, 1] or a solved budget for the baselines.
 fn baseline_keep_strategy(n_visual: usize) -> impl Strategy<Value = BaselineKeep> {
-    let budget = (1..=n_visual as u32 + 4).prop_map(BaselineKeep::Budget);
+    let budget = (1..=n_visual as u32).prop_map(BaselineKeep::Budget);
     prop_oneof![(0.05f32..=1.0).prop_map(BaselineKeep::Ratio), budget]
 }
 
 /// SparseVLM methods (`kinds`: 0 = v1.5, 1 = v2.0, 2 = random) on custom layers that fit an
-/// `n_layers`-deep decoder, mostly with explicit keep counts up to a few above `n_visual`, else solved.
+/// `n_layers`-deep decoder, mostly with explicit keep counts up to a few above `n_visual` (those layers
+/// are skipped), else a solved budget in `1..=n_visual`.
 fn table_config_strategy(kinds: Range<usize>, n_layers: usize, n_visual: usize) -> impl Strategy<Value = SparseConfig> {
-    let solve = prop::option::weighted(0.2, 1..=n_visual as u32 + 4);
+    let solve = prop::option::weighted(0.2, 1..=n_visual as u32);
     (kinds, layers_strategy(0, n_layers - 1), any::<u64>(), any::<bool>(), solve)
         .prop_flat_map(move |(kind, layers, seed, compat, solve)| {
             let keep = prop::collection::vec(1..=n_visual + 4, layers.len());
@@ -563,6 +564,8 @@ proptest! {
         probs_b in any::<bool>(),
     ) {
         let b = Case { layout: layout_b, seed: seed_b, probs: probs_b, ..a.clone() };
+        // a's budget may exceed b's visual count, which is an error for b (checked elsewhere).
+        prop_assume!(Sparsifier::new(&b.config, &b.dims, b.layout.clone()).is_ok());
         let (alone_a, alone_b) = (run_alone(&a), run_alone(&b));
         let (mut run_a, mut run_b) = (Run::new(&a), Run::new(&b));
         for layer in 0..a.dims.n_layers {
@@ -602,5 +605,19 @@ proptest! {
                 }
             }
         }
+    }
+
+    #[test]
+    fn budgets_outside_one_to_the_visual_count_are_errors(case in case_strategy(), excess in 1u32..1000) {
+        let n_visual = case.layout.n_visual();
+        for budget in [0, n_visual as u32 + excess] {
+            for config in [SparseConfig::v15(budget), SparseConfig::v20(budget), SparseConfig::random(budget, 1)] {
+                let result = Sparsifier::new(&config, &case.dims, case.layout.clone());
+                prop_assert!(matches!(result, Err(sparsevlm_core::SparseError::BudgetOutOfRange { .. })), "{budget}");
+            }
+        }
+        // The visual count itself means no pruning.
+        let all = Sparsifier::new(&SparseConfig::v15(n_visual as u32), &case.dims, case.layout.clone()).unwrap();
+        prop_assert!(all.recipe().stages.is_empty());
     }
 }

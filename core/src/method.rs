@@ -51,7 +51,8 @@ pub enum Method {
     FastV { k: usize, keep: BaselineKeep },
     /// PyramidDrop (training-free): at the start of each layer in `layers`, rank the visual tokens by the
     /// attention of the last instruction token computed with that layer's Q/K, and keep `λ^stage`.
-    PDrop { layers: Vec<usize>, keep: BaselineKeep },
+    /// `layers: None` cuts the decoder in quarters (8, 16, 24 on LLaVA-1.5-7B's 32 layers, as the paper).
+    PDrop { layers: Option<Vec<usize>>, keep: BaselineKeep },
     /// Seeded uniform random selection on the v2.0 schedule (no recycling, preserved positions).
     Random { budget: Budget, seed: u64 },
 }
@@ -110,9 +111,10 @@ impl SparseConfig {
         SparseConfig::with(Method::FastV { k, keep: BaselineKeep::Ratio(1.0 - r) })
     }
 
-    /// PyramidDrop with its LLaVA-1.5 defaults: stages at layers 8, 16, 24 and λ = 0.5.
+    /// PyramidDrop with its LLaVA-1.5 defaults: stages at a quarter, half and three quarters of the depth
+    /// (layers 8, 16, 24 of 32) and λ = 0.5.
     pub fn pdrop() -> Self {
-        SparseConfig::with(Method::PDrop { layers: vec![8, 16, 24], keep: BaselineKeep::Ratio(0.5) })
+        SparseConfig::with(Method::PDrop { layers: None, keep: BaselineKeep::Ratio(0.5) })
     }
 
     /// Random selection at `budget` retained tokens.
@@ -144,7 +146,8 @@ impl SparseConfig {
             Method::SparseVlmV1 { scale, bias } => format!("SparseVLM v1 (scale {scale}, bias {bias})"),
             Method::SparseVlmVideo => "SparseVLM video".into(),
             Method::FastV { k, keep: kp } => format!("FastV (K={k}, {})", keep(kp)),
-            Method::PDrop { layers, keep: kp } => format!("PDrop ({layers:?}, {})", keep(kp)),
+            Method::PDrop { layers: Some(layers), keep: kp } => format!("PDrop ({layers:?}, {})", keep(kp)),
+            Method::PDrop { layers: None, keep: kp } => format!("PDrop ({})", keep(kp)),
             Method::Random { budget: b, seed } => format!("random ({}, seed {seed})", budget(b)),
         }
     }

@@ -130,6 +130,8 @@ impl Recipe {
                 recipe.apply_baseline(keep, &[*k - 1], ScoreSource::ThisLayer, dims, n_visual)?;
             }
             Method::PDrop { layers, keep } => {
+                let n = dims.n_layers;
+                let layers = layers.clone().unwrap_or_else(|| vec![n / 4, n / 2, 3 * n / 4]);
                 if layers.is_empty() || layers.iter().any(|&l| l == 0 || l >= dims.n_layers) {
                     return Err(SparseError::InvalidConfig(format!(
                         "PyramidDrop stage layers must lie in 1..{}, got {layers:?}",

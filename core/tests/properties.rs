@@ -88,7 +88,7 @@ fn config_strategy(n_layers: usize, n_visual: usize) -> impl Strategy<Value = Sp
     let with = |(method, compat)| SparseConfig { method, compat_quirks: compat, ..SparseConfig::default() };
     let fastv = (1..n_layers, baseline_keep_strategy(n_visual)).prop_map(|(k, keep)| Method::FastV { k, keep });
     let pdrop = (layers_strategy(1, n_layers), baseline_keep_strategy(n_visual))
-        .prop_map(|(layers, keep)| Method::PDrop { layers, keep });
+        .prop_map(|(layers, keep)| Method::PDrop { layers: Some(layers), keep });
     let baseline = (prop_oneof![fastv, pdrop], any::<bool>()).prop_map(with);
     prop_oneof![3 => table_config_strategy(0..3, n_layers, n_visual), 2 => baseline]
 }
@@ -313,7 +313,7 @@ fn check_schedule(run: &Run, config: &SparseConfig) {
             Some(layers),
         ) => assert_eq!(stages, fixed(layers, keep)),
         (Method::FastV { k, keep: BaselineKeep::Ratio(r) }, _) => assert_eq!(stages, fixed(&[k - 1], &ratio(*r, 1))),
-        (Method::PDrop { layers, keep: BaselineKeep::Ratio(r) }, _) => {
+        (Method::PDrop { layers: Some(layers), keep: BaselineKeep::Ratio(r) }, _) => {
             let boundaries: Vec<usize> = layers.iter().map(|l| l - 1).collect();
             assert_eq!(stages, fixed(&boundaries, &ratio(*r, layers.len())));
         }

@@ -1,7 +1,16 @@
 //! # sparsevlm-cuda
 //!
-//! The native engine of sparsevlm. Today it offers schedule planning ([`plan`]): what a method and budget
-//! do to the per-layer token counts, the equivalent token count, FLOPs and KV cache of a model. The full
-//! models (LLaVA-1.5 in candle) and the CUDA kernels build on the same `sparsevlm-core` decisions.
+//! The native engine of sparsevlm: LLaVA-1.5 in candle with SparseVLM hooks, on CPU and (with the `cuda`
+//! feature) on NVIDIA GPUs, and the `sparsevlm` command-line tool. Every pruning decision comes from
+//! `sparsevlm-core`; this crate supplies the models and the numerics.
 
+pub mod config;
+pub mod error;
+pub mod heatmap;
+pub mod loader;
+pub mod models;
+pub mod numerics;
 pub mod plan;
+pub mod preprocess;
+pub mod tiny;
+pub mod tokenize;

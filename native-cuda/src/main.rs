@@ -79,7 +79,7 @@ fn config(args: &PlanArgs) -> SparseConfig {
         MethodArg::V15 => Method::SparseVlmV15 { budget },
         MethodArg::V20 => Method::SparseVlmV20 { budget, priority_heads: None },
         MethodArg::Fastv => Method::FastV { k: args.fastv_k, keep: BaselineKeep::Budget(args.budget) },
-        MethodArg::Pdrop => Method::PDrop { layers: vec![8, 16, 24], keep: BaselineKeep::Budget(args.budget) },
+        MethodArg::Pdrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(args.budget) },
         MethodArg::Random => Method::Random { budget, seed: 0 },
         MethodArg::Dense => Method::Dense,
     };

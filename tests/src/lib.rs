@@ -5,9 +5,11 @@
 //!   PyTorch code on a tiny random LLaVA-1.5; their README records the provenance);
 //! - [`reference_llama`]: a plain f32 LLaMA decoder that drives a [`sparsevlm_core::Sparsifier`] exactly
 //!   as a backend does, so that model-level decisions can be compared with the fixtures;
+//! - [`golden`]: the comparison of a run with a fixture run, shared by every implementation's suite;
 //! - [`tolerance`]: the comparison formula shared by every numeric check.
 
 pub mod fixtures;
+pub mod golden;
 pub mod reference_llama;
 pub mod tolerance;
 

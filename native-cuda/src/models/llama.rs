@@ -1,0 +1,298 @@
+//! The LLaMA decoder of LLaVA-1.5 (Vicuna) with SparseVLM hooks.
+//!
+//! Ports transformers 4.37 `models/llama/modeling_llama.py` (RMSNorm, rotate-half RoPE, grouped-query
+//! attention, SwiGLU MLP) in the style of candle-transformers' `models/llama.rs`, with the three changes
+//! SparseVLM needs (the decoder loop of the official `modelling_sparse_llama.py`):
+//! - explicit per-token positions (renumbered or preserved after pruning, algorithm.md §2.7 / §4.1);
+//! - a KV cache per layer, whose lengths differ once pruning starts;
+//! - a pruning hook: after a pruning layer, the rater rows' queries, the layer's keys and the rater rows'
+//!   log-sum-exp go to the [`Sparsifier`], never an `[H, L, L]` matrix, and the compacted hidden states
+//!   continue into the next layer. During decoding every layer uses the sparsifier's position.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
+use sparsevlm_core::{RaterAttention, ScoreSource, Sparsifier};
+
+use crate::config::TextConfig;
+use crate::error::{Error, Result};
+use crate::numerics::CandleNumerics;
+
+/// Cosine and sine tables of rotate-half RoPE for every position up to `len`.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor, // [len, head_dim / 2]
+    sin: Tensor, // [len, head_dim / 2]
+    len: usize,
+}
+
+impl Rope {
+    fn new(head_dim: usize, theta: f64, len: usize, dtype: DType, device: &Device) -> Result<Self> {
+        // inv_freq = 1 / θ^(2i/d) in f32, angles = position · inv_freq in f32, as transformers does.
+        let inv: Vec<f32> =
+            (0..head_dim / 2).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
+        let mut cos = Vec::with_capacity(len * inv.len());
+        let mut sin = Vec::with_capacity(len * inv.len());
+        for p in 0..len {
+            for &f in &inv {
+                let angle = (p as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let shape = (len, head_dim / 2);
+        Ok(Rope {
+            cos: Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
+            len,
+        })
+    }
+
+    /// Tables gathered at `positions`. `[n, head_dim / 2]` each.
+    fn at(&self, positions: &[i64]) -> Result<(Tensor, Tensor)> {
+        if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= self.len) {
+            return Err(Error::Input(format!("position {p} is outside the model's {} positions", self.len)));
+        }
+        let idx: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), self.cos.device())?;
+        Ok((self.cos.index_select(&idx, 0)?, self.sin.index_select(&idx, 0)?))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Post-RoPE queries and keys of one attention call, kept for the pruning hook.
+struct QueryKey {
+    q: Tensor, // [1, h, n, d]
+    k: Tensor, // [1, h_kv, n_keys, d]
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+        let d = cfg.head_dim();
+        Ok(Attention {
+            q: linear_no_bias(cfg.hidden, cfg.heads * d, vb.pp("q_proj"))?,
+            k: linear_no_bias(cfg.hidden, cfg.kv_heads * d, vb.pp("k_proj"))?,
+            v: linear_no_bias(cfg.hidden, cfg.kv_heads * d, vb.pp("v_proj"))?,
+            o: linear_no_bias(cfg.heads * d, cfg.hidden, vb.pp("o_proj"))?,
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads,
+            head_dim: d,
+        })
+    }
+
+    /// Post-RoPE queries and keys of `x` (normed, `[1, n, D]`). `[1, h, n, d]` and `[1, h_kv, n, d]`.
+    fn query_key(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n, _) = x.dims3()?;
+        let q = self.q.forward(x)?.reshape((b, n, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let k = self.k.forward(x)?.reshape((b, n, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        Ok((q, k))
+    }
+
+    /// Causal attention of `x` (`[1, n, D]`) over the layer cache plus itself. `[1, n, D]`
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<(Tensor, QueryKey)> {
+        let (b, n, _) = x.dims3()?;
+        let (q, k) = self.query_key(x, cos, sin)?;
+        let v = self.v.forward(x)?.reshape((b, n, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let (k_all, v_all) = cache.append(&k, &v)?; // [1, h_kv, n_keys, d]
+        let n_keys = k_all.dim(2)?;
+        let group = self.heads / self.kv_heads;
+        let (kr, vr) = (repeat_kv(&k_all, group)?, repeat_kv(&v_all, group)?);
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.to_dtype(DType::F32)?.matmul(&kr.to_dtype(DType::F32)?.t()?)? * scale)?; // [1, h, n, n_keys]
+        let scores = if n > 1 { scores.broadcast_add(&causal_mask(n, n_keys, x.device())?)? } else { scores };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(vr.dtype())?;
+        let out = probs.matmul(&vr)?.transpose(1, 2)?.reshape((b, n, self.heads * self.head_dim))?;
+        Ok((self.o.forward(&out)?, QueryKey { q, k: k_all }))
+    }
+}
+
+/// `0` where query `i` may see key `j` (`j ≤ i + n_keys − n`), `−∞` elsewhere. `[n, n_keys]`
+fn causal_mask(n: usize, n_keys: usize, device: &Device) -> Result<Tensor> {
+    let offset = n_keys - n;
+    let mask: Vec<f32> =
+        (0..n).flat_map(|i| (0..n_keys).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Ok(Tensor::from_vec(mask, (n, n_keys), device)?)
+}
+
+/// `[b, h_kv, n, d]` → `[b, h_kv·group, n, d]` (each kv head serves `group` query heads).
+fn repeat_kv(x: &Tensor, group: usize) -> Result<Tensor> {
+    if group == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, n, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.expand((b, h, group, n, d))?.reshape((b, h * group, n, d))?)
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    attn: Attention,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    input_norm: RmsNorm,
+    post_norm: RmsNorm,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
+        let eps = cfg.rms_norm_eps;
+        Ok(Block {
+            attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            gate: linear_no_bias(cfg.hidden, cfg.intermediate, vb.pp("mlp.gate_proj"))?,
+            up: linear_no_bias(cfg.hidden, cfg.intermediate, vb.pp("mlp.up_proj"))?,
+            down: linear_no_bias(cfg.intermediate, cfg.hidden, vb.pp("mlp.down_proj"))?,
+            input_norm: rms_norm(cfg.hidden, eps, vb.pp("input_layernorm"))?,
+            post_norm: rms_norm(cfg.hidden, eps, vb.pp("post_attention_layernorm"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<(Tensor, QueryKey)> {
+        let (attn, qk) = self.attn.forward(&self.input_norm.forward(x)?, cos, sin, cache)?;
+        let x = (x + attn)?;
+        let h = self.post_norm.forward(&x)?;
+        let mlp = self.down.forward(&(self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?)?;
+        Ok(((x + mlp)?, qk))
+    }
+}
+
+/// The decoder.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    pub config: TextConfig,
+}
+
+/// One KV cache per layer.
+#[derive(Debug, Clone)]
+pub struct LayerCaches {
+    caches: Vec<KvCache>,
+}
+
+impl LayerCaches {
+    /// Per-layer lengths.
+    pub fn lens(&self) -> Vec<usize> {
+        self.caches.iter().map(KvCache::current_seq_len).collect()
+    }
+}
+
+impl Llama {
+    /// Loads the decoder from `vb` (`prefix`: where `embed_tokens` lives, `head`: the `lm_head` prefix).
+    pub fn load(vb: &VarBuilder, prefix: &str, head: &str, cfg: &TextConfig) -> Result<Self> {
+        let m = vb.pp(prefix.trim_end_matches('.'));
+        let embed = embedding(cfg.vocab, cfg.hidden, m.pp("embed_tokens"))?;
+        let blocks =
+            (0..cfg.layers).map(|i| Block::load(m.pp(format!("layers.{i}")), cfg)).collect::<Result<Vec<_>>>()?;
+        let norm = rms_norm(cfg.hidden, cfg.rms_norm_eps, m.pp("norm"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::new(embed.embeddings().clone(), None)
+        } else {
+            linear_no_bias(cfg.hidden, cfg.vocab, vb.pp(head.trim_end_matches('.')))?
+        };
+        let rope =
+            Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings.max(4096), vb.dtype(), vb.device())?;
+        Ok(Llama { embed, blocks, norm, lm_head, rope, config: cfg.clone() })
+    }
+
+    /// Fresh caches able to hold `max_len` tokens per layer.
+    pub fn caches(&self, max_len: usize) -> LayerCaches {
+        LayerCaches { caches: (0..self.blocks.len()).map(|_| KvCache::new(2, max_len)).collect() }
+    }
+
+    /// Token embeddings. `[n]` ids → `[n, D]`
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(ids, self.embed.embeddings().device())?;
+        Ok(self.embed.forward(&ids)?)
+    }
+
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dim(1)?;
+        let last = x.i((.., n - 1..n, ..))?;
+        Ok(self.lm_head.forward(&self.norm.forward(&last)?)?.flatten_all()?.to_dtype(DType::F32)?)
+    }
+
+    /// Prefill of `x` (`[L, D]`, the spliced prompt embeddings) with sparsification. Returns the logits
+    /// of the last position, `[vocab]`.
+    pub fn prefill(
+        &self,
+        x: Tensor,
+        sparsifier: &mut Sparsifier,
+        numerics: &CandleNumerics,
+        caches: &mut LayerCaches,
+    ) -> Result<Tensor> {
+        if sparsifier.needs_raters() {
+            sparsifier.select_raters(numerics, &x)?;
+        }
+        let mut x = x.unsqueeze(0)?; // [1, L, D]
+        for (l, block) in self.blocks.iter().enumerate() {
+            let (cos, sin) = self.rope.at(sparsifier.positions())?;
+            let (y, qk) = block.forward(&x, &cos, &sin, &mut caches.caches[l])?;
+            x = y;
+            let Some(request) = sparsifier.request(l)? else { continue };
+            let hidden = x.squeeze(0)?; // [L, D]
+            let pruned = if request.needs_attention {
+                let qk = match request.source {
+                    ScoreSource::ThisLayer => qk,
+                    ScoreSource::NextLayer => {
+                        let next = &self.blocks[l + 1];
+                        let (q, k) = next.attn.query_key(&next.input_norm.forward(&x)?, &cos, &sin)?;
+                        QueryKey { q, k }
+                    }
+                };
+                let (q, k, lse) = rater_inputs(&qk, &request.rater_rows)?;
+                let attention = RaterAttention::QkLse { q: &q, k: &k, lse: &lse };
+                sparsifier.prune(numerics, l, Some(attention), &hidden)?
+            } else {
+                sparsifier.prune(numerics, l, None, &hidden)?
+            };
+            if let Some(p) = pruned {
+                x = p.hidden.unsqueeze(0)?;
+            }
+        }
+        self.logits(&x)
+    }
+
+    /// One decoding step for the `step`-th generated token. Returns `[vocab]` logits.
+    pub fn decode(&self, token: u32, step: usize, sparsifier: &Sparsifier, caches: &mut LayerCaches) -> Result<Tensor> {
+        let mut x = self.embed(&[token])?.unsqueeze(0)?; // [1, 1, D]
+        for (l, block) in self.blocks.iter().enumerate() {
+            let (cos, sin) = self.rope.at(&[sparsifier.decode_position(l, step)])?;
+            x = block.forward(&x, &cos, &sin, &mut caches.caches[l])?.0;
+        }
+        self.logits(&x)
+    }
+}
+
+/// The rater rows' queries, every key and the rater rows' log-sum-exp over their causal rows, in f32:
+/// `[h, r, d]`, `[h_kv, n, d]`, `[h, r]`.
+fn rater_inputs(qk: &QueryKey, rows: &[usize]) -> Result<(Tensor, Tensor, Tensor)> {
+    let q = qk.q.squeeze(0)?.to_dtype(DType::F32)?; // [h, n, d]
+    let k = qk.k.squeeze(0)?.to_dtype(DType::F32)?; // [h_kv, n, d]
+    let (h, _, d) = q.dims3()?;
+    let (h_kv, n, _) = k.dims3()?;
+    let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>().as_slice(), q.device())?;
+    let q_r = q.index_select(&idx, 1)?.contiguous()?; // [h, r, d]
+    let k_rep = repeat_kv(&k.unsqueeze(0)?, h / h_kv)?.squeeze(0)?; // [h, n, d]
+    let scores = (q_r.matmul(&k_rep.t()?)? / (d as f64).sqrt())?; // [h, r, n]
+    let mask: Vec<f32> =
+        rows.iter().flat_map(|&r| (0..n).map(move |j| if j <= r { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let scores = scores.broadcast_add(&Tensor::from_vec(mask, (rows.len(), n), q.device())?)?;
+    let max = scores.max_keepdim(D::Minus1)?;
+    let lse = (scores.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?.squeeze(D::Minus1)?; // [h, r]
+    Ok((q_r, k.contiguous()?, lse))
+}

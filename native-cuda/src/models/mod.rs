@@ -1,0 +1,5 @@
+//! The models: the LLaMA decoder with SparseVLM hooks, the CLIP vision tower, the projector, and LLaVA-1.5.
+
+pub mod clip;
+pub mod llama;
+pub mod llava;

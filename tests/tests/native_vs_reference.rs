@@ -1,0 +1,80 @@
+//! The native (candle) decoder against the reference decoder on a generated tiny model with grouped-query
+//! attention (4 query heads over 2 key/value heads), for every method: the same embeddings in, the same
+//! pruning decisions, positions and greedy tokens out, and prefill logits within f32 noise. This covers
+//! what the golden model (4 heads, 4 key/value heads) cannot: GQA, FastV, PyramidDrop's next-layer
+//! scoring and the random baseline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use candle_core::{DType, Device, Tensor};
+use ndarray::Array2;
+use sparsevlm_core::rng::SplitMix64;
+use sparsevlm_core::{SparseConfig, Sparsifier};
+use sparsevlm_cuda::config::Layout;
+use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
+use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec, BOS};
+use sparsevlm_tests::reference_llama::{AttentionForm, ReferenceLlama};
+use sparsevlm_tests::tolerance::{max_abs_diff, Tolerance};
+
+#[test]
+fn candle_and_reference_decoders_decide_alike_for_every_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = TinySpec::default();
+    write_tiny_llava(tmp.path(), Layout::LlavaHf, &spec, 1).unwrap();
+    let options = LoadOptions { device: Device::Cpu, dtype: DType::F32, vision_tower: None, progress: false };
+    let native = Llava::load(tmp.path(), &options).unwrap();
+    let reference = ReferenceLlama::load(tmp.path()).unwrap();
+    assert_eq!(reference.dims.n_kv_heads, 2);
+
+    let mut rng = SplitMix64::new(11);
+    let pixels: Vec<f32> = (0..3 * 336 * 336).map(|_| rng.next_f32() * 3.6 - 1.8).collect();
+    let pixels = Tensor::from_vec(pixels, (1, 3, 336, 336), &Device::Cpu).unwrap();
+    let features = native.encode_image(&pixels).unwrap();
+    let mut ids = vec![BOS as i64];
+    ids.extend(3..30);
+    ids.push(spec.image_token() as i64);
+    ids.extend((40..70).rev());
+
+    let configs = [
+        SparseConfig::v15(192),
+        SparseConfig::v15(50),
+        SparseConfig::v20(96),
+        SparseConfig::v1(13.5, 0.0),
+        SparseConfig::video(),
+        SparseConfig::fastv(3, 0.75),
+        SparseConfig::pdrop(),
+        SparseConfig::random(64, 5),
+    ];
+    for config in configs {
+        let label = config.label();
+        let (embeddings, layout) = native.prompt_inputs(&ids, &features).unwrap();
+        let x0 = Array2::from_shape_vec(
+            embeddings.dims2().unwrap(),
+            embeddings.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        )
+        .unwrap();
+        let options = GenerateOptions { max_new_tokens: 5, decoding: Decoding::Greedy, stop_tokens: vec![] };
+        let ours = native.generate(embeddings, layout.clone(), &config, &options).unwrap();
+        let mut sparsifier = Sparsifier::new(&config, &reference.dims, layout).unwrap();
+        let theirs = reference.generate(x0, &mut sparsifier, 5, AttentionForm::QkLse).unwrap();
+
+        let (a, b) = (&ours.sparsifier.trace().events, &sparsifier.trace().events);
+        assert_eq!(a.len(), b.len(), "{label}");
+        assert!(!a.is_empty(), "{label} pruned nothing");
+        for (x, y) in a.iter().zip(b) {
+            let at = format!("{label}, layer {}", x.layer);
+            assert_eq!(x.kept_slots, y.kept_slots, "{at}");
+            assert_eq!(x.recycled_slots, y.recycled_slots, "{at}");
+            assert_eq!(x.clustering.as_ref().map(|c| &c.assign), y.clustering.as_ref().map(|c| &c.assign), "{at}");
+            assert_eq!(x.visual_after, y.visual_after, "{at}");
+            assert_eq!(x.positions_out, y.positions_out, "{at}");
+            assert_eq!(x.rank, y.rank, "{at}");
+            let largest = y.scores.iter().fold(0.0f32, |m, &s| m.max(s.abs())) as f64;
+            assert_eq!(Tolerance::new(0.0, 1e-4 * largest).first_mismatch(&x.scores, &y.scores), None, "{at}");
+        }
+        assert_eq!(ours.sparsifier.kv_lens(), sparsifier.kv_lens(), "{label}");
+        let diff = max_abs_diff(&ours.prefill_logits, &theirs.prefill_logits);
+        assert!(diff < 1e-3, "{label}: prefill logits differ by {diff}");
+        assert_eq!(ours.tokens, theirs.tokens, "{label}");
+    }
+}

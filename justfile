@@ -31,6 +31,10 @@ lint:
 plan *ARGS:
     cargo run --release -q -p sparsevlm-cuda -- plan {{ARGS}}
 
+# Answer a question with the tiny test model, e.g. `just run --prompt "What is this?"`.
+run *ARGS:
+    cargo run --release -q -p sparsevlm-cuda -- run --model tests/fixtures/model/llava-hf --image tests/fixtures/preprocess/portrait_301x500.png {{ARGS}}
+
 # The demo with the small real VLM (not built yet).
 demo:
     @echo "just demo: the demo model is not built yet; see README.md (status)" >&2; exit 1
@@ -43,6 +47,6 @@ web:
 test-cuda:
     @echo "just test-cuda: the CUDA backend is not built yet; see README.md (status)" >&2; exit 1
 
-# GPU benchmarks written to docs/perf.md (not built yet).
+# GPU benchmarks written to docs/perf.md (needs the CUDA backend, not built yet; `sparsevlm bench` runs on CPU).
 bench:
-    @echo "just bench: the benchmarks need the native models, which are not built yet" >&2; exit 1
+    @echo "just bench: the GPU benchmarks need the CUDA backend, which is not built yet; sparsevlm bench runs on the CPU" >&2; exit 1

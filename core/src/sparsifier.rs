@@ -110,6 +110,16 @@ impl Sparsifier {
         })
     }
 
+    /// The model dimensions this prompt was resolved for.
+    pub fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    /// The prompt's layout before pruning.
+    pub fn layout(&self) -> &TokenLayout {
+        &self.layout
+    }
+
     /// The resolved method.
     pub fn recipe(&self) -> &Recipe {
         &self.recipe

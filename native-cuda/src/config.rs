@@ -372,6 +372,52 @@ fn projector(kind: &str, path: &Path) -> Result<Projector> {
 }
 
 impl LlavaConfig {
+    /// LLaVA-1.5-7B (Vicuna-7B v1.5 + CLIP ViT-L/14-336, `mlp2x_gelu`), as in `llava-hf/llava-1.5-7b-hf`.
+    pub fn llava_15_7b() -> Self {
+        LlavaConfig::preset(4096, 11008, 32, 32)
+    }
+
+    /// LLaVA-1.5-13B (Vicuna-13B v1.5 + CLIP ViT-L/14-336).
+    pub fn llava_15_13b() -> Self {
+        LlavaConfig::preset(5120, 13824, 40, 40)
+    }
+
+    fn preset(hidden: usize, intermediate: usize, layers: usize, heads: usize) -> Self {
+        LlavaConfig {
+            layout: Layout::LlavaHf,
+            text: TextConfig {
+                vocab: 32064,
+                hidden,
+                intermediate,
+                layers,
+                heads,
+                kv_heads: heads,
+                rope_theta: 1e4,
+                rms_norm_eps: 1e-5,
+                max_position_embeddings: 4096,
+                tie_word_embeddings: false,
+                bos_token_id: Some(1),
+                eos_token_id: Some(2),
+            },
+            vision: VisionConfig {
+                hidden: 1024,
+                intermediate: 4096,
+                layers: 24,
+                heads: 16,
+                image_size: 336,
+                patch_size: 14,
+                channels: 3,
+                layer_norm_eps: 1e-5,
+                activation: VisionActivation::QuickGelu,
+                select_layer: -2,
+                drop_cls: true,
+            },
+            projector: Projector::MlpGelu { depth: 2 },
+            image_token: 32000,
+            vision_dir: None,
+        }
+    }
+
     /// Reads `dir/config.json` and, for the original layout, the CLIP config it points to.
     /// `vision_override` replaces `mm_vision_tower`.
     pub fn load(dir: &Path, vision_override: Option<&Path>) -> Result<Self> {

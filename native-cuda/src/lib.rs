@@ -12,5 +12,6 @@ pub mod models;
 pub mod numerics;
 pub mod plan;
 pub mod preprocess;
+pub mod report;
 pub mod tiny;
 pub mod tokenize;

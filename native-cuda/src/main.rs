@@ -1,5 +1,7 @@
 //! The `sparsevlm` command-line tool.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,6 +17,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Answer a question about an image, with timings and the savings of pruning.
+    Run(cli::run::RunArgs),
+    /// The pruning trace of one prompt as JSON (greedy, 8 tokens by default).
+    Score(cli::run::RunArgs),
+    /// Prefill and decode timings per method and budget.
+    Bench(cli::bench::BenchArgs),
+    /// Summarise a checkpoint without loading its weights.
+    Inspect(cli::inspect::InspectArgs),
     /// Show what a method and budget do to a model: per-layer tokens, equivalent tokens, FLOPs, KV cache.
     Plan(PlanArgs),
 }
@@ -104,12 +114,18 @@ fn run_plan(args: &PlanArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Score(args) => cli::run::score(args),
+        Command::Bench(args) => cli::bench::bench(args),
+        Command::Inspect(args) => cli::inspect::inspect(args),
         Command::Plan(args) => run_plan(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line: candle errors carry a backtrace after their message when RUST_BACKTRACE is set.
+            let message = format!("{e:#}");
+            eprintln!("error: {}", message.lines().next().unwrap_or("unknown error"));
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,264 @@
+//! `sparsevlm bench`: prefill and decode timings per method and budget, as a table and JSON.
+//!
+//! Works on a checkpoint or on a named architecture with random weights (`--preset llava-1.5-7b
+//! --random-weights`), which runs at the speed of real weights. The prompt is synthetic: BOS, pre-prompt
+//! tokens, the image, and question tokens (35 + 576 + 53 = 664 tokens by default, the layout the official
+//! code comments use). Timings synchronise the device before reading the clock; after warm-up runs, each
+//! configuration reports the median, minimum and maximum of `--repeats` runs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use sparsevlm_core::rng::SplitMix64;
+use sparsevlm_cuda::config::LlavaConfig;
+use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
+
+use super::common::{DeviceArgs, MethodArg, MethodArgs};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preset {
+    #[value(name = "llava-1.5-7b")]
+    Llava7b,
+    #[value(name = "llava-1.5-13b")]
+    Llava13b,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Checkpoint directory to benchmark.
+    #[arg(long, conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// Named architecture (with --random-weights).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Build the preset in memory with random weights instead of reading files.
+    #[arg(long)]
+    pub random_weights: bool,
+    /// Keep only the first N decoder layers (to fit or speed up a small machine; the table says so).
+    #[arg(long)]
+    pub num_layers: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Methods to time, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["dense", "sparsevlm-v1.5"])]
+    pub methods: Vec<MethodArg>,
+    /// Budgets for the methods that take one, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [192u32, 128, 64])]
+    pub budgets: Vec<u32>,
+    /// Prompt tokens before the image (BOS included) and after it.
+    #[arg(long, default_value_t = 35)]
+    pub pre_tokens: usize,
+    #[arg(long, default_value_t = 53)]
+    pub text_tokens: usize,
+    /// Tokens to decode per run.
+    #[arg(long, default_value_t = 8)]
+    pub decode_tokens: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+}
+
+/// min / median / max of one quantity, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+fn spread(mut v: Vec<f64>) -> Spread {
+    v.sort_by(f64::total_cmp);
+    Spread { min: v[0], median: v[v.len() / 2], max: v[v.len() - 1] }
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    method: String,
+    budget: Option<u32>,
+    vision_ms: Spread,
+    prefill_ms: Spread,
+    decode_ms_per_token: Spread,
+    equivalent_tokens: f64,
+    prefill_tflops: f64,
+    kv_token_layers: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    weights: String,
+    device: String,
+    dtype: String,
+    layers: usize,
+    layers_of_full_model: usize,
+    prompt_tokens: usize,
+    rows: Vec<Row>,
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let device = args.device.device()?;
+    let dtype = args.device.dtype(&device)?;
+    let (model, name, weights, full_layers) = match (&args.model, args.preset, args.random_weights) {
+        (Some(dir), _, false) => {
+            let options = LoadOptions { device: device.clone(), dtype, vision_tower: None, progress: true };
+            let full = LlavaConfig::load(dir, None)?.text.layers;
+            if let Some(n) = args.num_layers {
+                bail!("--num-layers is for random-weight presets (the checkpoint has {full} layers, asked {n})");
+            }
+            (Llava::load(dir, &options)?, dir.display().to_string(), "checkpoint".to_owned(), full)
+        }
+        (None, Some(preset), true) => {
+            let (mut config, name) = match preset {
+                Preset::Llava7b => (LlavaConfig::llava_15_7b(), "llava-1.5-7b"),
+                Preset::Llava13b => (LlavaConfig::llava_15_13b(), "llava-1.5-13b"),
+            };
+            let full = config.text.layers;
+            if let Some(n) = args.num_layers {
+                if n == 0 || n > full {
+                    bail!("--num-layers must be in 1..={full}");
+                }
+                config.text.layers = n;
+            }
+            eprintln!("building {name} with random weights ({} layers, {dtype:?})...", config.text.layers);
+            (Llava::random(config, dtype, &device, 0)?, name.to_owned(), "random".to_owned(), full)
+        }
+        (None, Some(_), false) => bail!("a preset needs --random-weights (no weights are downloaded)"),
+        _ => bail!("give --model DIR, or --preset NAME --random-weights"),
+    };
+    let cfg = &model.config;
+    let mut rng = SplitMix64::new(1);
+    let vocab = cfg.text.vocab as u64;
+    let mut token = || 3 + (rng.next_u64() % (vocab - 4)) as i64;
+    let mut ids: Vec<i64> = vec![1];
+    ids.extend((1..args.pre_tokens).map(|_| token()).filter(|&t| t != cfg.image_token));
+    ids.push(cfg.image_token);
+    ids.extend((0..args.text_tokens).map(|_| token()).filter(|&t| t != cfg.image_token));
+    let s = cfg.vision.image_size;
+    let pixels = Tensor::randn(0f32, 1.0, (1, 3, s, s), &device)?;
+
+    let mut rows = Vec::new();
+    for &method in &args.methods {
+        let budgets: Vec<Option<u32>> = match method {
+            MethodArg::Dense | MethodArg::SparsevlmV1 | MethodArg::SparsevlmVideo => vec![None],
+            _ => args.budgets.iter().map(|&b| Some(b)).collect(),
+        };
+        for budget in budgets {
+            let margs = MethodArgs {
+                method,
+                budget: budget.unwrap_or(192),
+                exact_budget: false,
+                priority_heads: None,
+                scale: 13.5,
+                bias: 0.0,
+                fastv_layer: 2,
+                fastv_ratio: None,
+                official_quirks: false,
+            };
+            let config = margs.config(0)?;
+            let (mut vision, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+            let mut last = None;
+            for i in 0..args.warmup + args.repeats {
+                let started = Instant::now();
+                let features = model.encode_image(&pixels)?;
+                device.synchronize()?;
+                let vision_ms = started.elapsed().as_secs_f64() * 1e3;
+                let (embeddings, layout) = model.prompt_inputs(&ids, &features)?;
+                let options = GenerateOptions {
+                    max_new_tokens: args.decode_tokens.max(1),
+                    decoding: Decoding::Greedy,
+                    stop_tokens: vec![],
+                };
+                let g = model.generate(embeddings, layout, &config, &options)?;
+                if i >= args.warmup {
+                    vision.push(vision_ms);
+                    prefill.push(g.timings.prefill_ms);
+                    decode.push(g.timings.decode_ms / g.timings.decode_tokens.max(1) as f64);
+                }
+                last = Some(g.sparsifier.accounting());
+            }
+            let Some(acc) = last else { bail!("no run was timed") };
+            rows.push(Row {
+                method: config.label(),
+                budget,
+                vision_ms: spread(vision),
+                prefill_ms: spread(prefill),
+                decode_ms_per_token: spread(decode),
+                equivalent_tokens: acc.equivalent_tokens,
+                prefill_tflops: acc.true_flops / 1e12,
+                kv_token_layers: acc.kv_token_layers,
+            });
+            eprintln!("done: {}", rows[rows.len() - 1].method);
+        }
+    }
+    let report = Report {
+        model: name,
+        weights,
+        device: args.device.device.clone(),
+        dtype: format!("{:?}", model.dtype()).to_lowercase(),
+        layers: cfg.text.layers,
+        layers_of_full_model: full_layers,
+        prompt_tokens: ids.len() - 1 + cfg.vision.n_patches(),
+        rows,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &json)?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    let layers = if r.layers == r.layers_of_full_model {
+        format!("{} layers", r.layers)
+    } else {
+        format!("{} of {} layers (--num-layers)", r.layers, r.layers_of_full_model)
+    };
+    println!(
+        "{} | {} weights | {} | {} | {} | prompt {} tokens",
+        r.model, r.weights, r.device, r.dtype, layers, r.prompt_tokens
+    );
+    println!(
+        "{:<28} {:>10} {:>22} {:>20} {:>8} {:>9} {:>10}",
+        "method", "vision ms", "prefill ms (min-max)", "decode ms/token", "eq.tok", "TFLOPs", "KV tok·L"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<28} {:>10.1} {:>9.1} ({:>5.0}-{:>5.0}) {:>20.1} {:>8.1} {:>9.3} {:>10}",
+            row.method,
+            row.vision_ms.median,
+            row.prefill_ms.median,
+            row.prefill_ms.min,
+            row.prefill_ms.max,
+            row.decode_ms_per_token.median,
+            row.equivalent_tokens,
+            row.prefill_tflops,
+            row.kv_token_layers
+        );
+    }
+    let dense =
+        r.rows.iter().find(|row| row.budget.is_none() && row.method == "dense").map(|row| row.prefill_ms.median);
+    if let Some(d) = dense {
+        for row in r.rows.iter().filter(|row| row.method != "dense") {
+            println!("  {}: prefill {:.2}x faster than dense", row.method, d / row.prefill_ms.median);
+        }
+    }
+}

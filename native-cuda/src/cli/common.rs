@@ -1,0 +1,318 @@
+//! Options shared by the commands, and turning them into a model, inputs and a method.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, ValueEnum};
+use sparsevlm_core::{BaselineKeep, Budget, Method, SparseConfig};
+use sparsevlm_cuda::config::Layout;
+use sparsevlm_cuda::models::llava::{Decoding, Llava, LoadOptions};
+use sparsevlm_cuda::preprocess::{self, PreprocessConfig};
+use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    Dense,
+    #[value(name = "sparsevlm-v1")]
+    SparsevlmV1,
+    #[value(name = "sparsevlm-v1.5")]
+    SparsevlmV15,
+    #[value(name = "sparsevlm-v2")]
+    SparsevlmV2,
+    #[value(name = "sparsevlm-video")]
+    SparsevlmVideo,
+    Fastv,
+    Pdrop,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// The pruning method and its parameters.
+#[derive(Debug, Clone, Args)]
+pub struct MethodArgs {
+    #[arg(long, value_enum, default_value = "sparsevlm-v1.5")]
+    pub method: MethodArg,
+    /// Retained (equivalent) visual tokens, 1 to the number of visual tokens. 192/128/96/64 use the official
+    /// tables; any other value is solved.
+    #[arg(long, default_value_t = 192)]
+    pub budget: u32,
+    /// Solve for the budget even when an official table exists (exact on any depth).
+    #[arg(long)]
+    pub exact_budget: bool,
+    /// SparseVLM v2.0: number of priority heads (default: 14 of 32, scaled to the model).
+    #[arg(long)]
+    pub priority_heads: Option<usize>,
+    /// SparseVLM v1 rank rule: keep int(scale·rank + bias).
+    #[arg(long, default_value_t = 13.5)]
+    pub scale: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub bias: f32,
+    /// FastV: prune after layer K − 1.
+    #[arg(long, default_value_t = 2)]
+    pub fastv_layer: usize,
+    /// FastV: fraction of visual tokens pruned (instead of --budget).
+    #[arg(long)]
+    pub fastv_ratio: Option<f32>,
+    /// Reproduce the official code's edge cases (budget ≥ visual count, K = 0, unguarded gravity).
+    #[arg(long)]
+    pub official_quirks: bool,
+}
+
+impl MethodArgs {
+    pub fn config(&self, seed: u64) -> Result<SparseConfig> {
+        let budget = if self.exact_budget { Budget::Solve(self.budget) } else { Budget::Tokens(self.budget) };
+        let method = match self.method {
+            MethodArg::Dense => Method::Dense,
+            MethodArg::SparsevlmV1 => Method::SparseVlmV1 { scale: self.scale, bias: self.bias },
+            MethodArg::SparsevlmV15 => Method::SparseVlmV15 { budget },
+            MethodArg::SparsevlmV2 => Method::SparseVlmV20 { budget, priority_heads: self.priority_heads },
+            MethodArg::SparsevlmVideo => Method::SparseVlmVideo,
+            MethodArg::Fastv => {
+                let keep = match self.fastv_ratio {
+                    Some(r) if (0.0..1.0).contains(&r) => BaselineKeep::Ratio(1.0 - r),
+                    Some(r) => bail!("--fastv-ratio must be in [0, 1), got {r}"),
+                    None => BaselineKeep::Budget(self.budget),
+                };
+                Method::FastV { k: self.fastv_layer, keep }
+            }
+            MethodArg::Pdrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(self.budget) },
+            MethodArg::Random => Method::Random { budget, seed },
+        };
+        let config = SparseConfig { method, ..SparseConfig::default() };
+        Ok(if self.official_quirks { config.official_quirks() } else { config })
+    }
+
+    /// The budget, for methods that take one.
+    pub fn budget(&self) -> Option<u32> {
+        match self.method {
+            MethodArg::Dense | MethodArg::SparsevlmV1 | MethodArg::SparsevlmVideo => None,
+            MethodArg::Fastv if self.fastv_ratio.is_some() => None,
+            _ => Some(self.budget),
+        }
+    }
+}
+
+/// Where the model is and how to run it.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Checkpoint directory (llava-hf or original LLaVA layout, safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Original layout: the CLIP directory, if `mm_vision_tower` does not name a local one.
+    #[arg(long)]
+    pub vision_tower: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weight and activation type (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> Result<Device> {
+        let ordinal = match self.device.as_str() {
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => 0,
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| anyhow!("unknown device {other:?}: use cpu, cuda or cuda:N"))?,
+        };
+        if !candle_core::utils::cuda_is_available() {
+            bail!("this binary was built without CUDA support; rebuild with `--features cuda` (see the README) or use --device cpu");
+        }
+        Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+    }
+
+    pub fn dtype(&self, device: &Device) -> Result<DType> {
+        Ok(match self.dtype {
+            Some(DtypeArg::F32) => DType::F32,
+            Some(DtypeArg::F16) => DType::F16,
+            Some(DtypeArg::Bf16) if device.is_cpu() => {
+                bail!("bf16 matrix products are not supported on the CPU; use --dtype f32 or f16")
+            }
+            Some(DtypeArg::Bf16) => DType::BF16,
+            None if device.is_cuda() => DType::BF16,
+            None => DType::F32,
+        })
+    }
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Llava> {
+        let device = self.device.device()?;
+        let options = LoadOptions {
+            dtype: self.device.dtype(&device)?,
+            device,
+            vision_tower: self.vision_tower.clone(),
+            progress: true,
+        };
+        Ok(Llava::load(&self.model, &options)?)
+    }
+}
+
+/// The image and the prompt, or exact inputs.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Image file (PNG or JPEG).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The question about the image.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Conversation template (default: vicuna_v1 for original checkpoints, llava_hf for llava-hf ones).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Exact token ids (comma-separated, or @FILE), with the image placeholder id; bypasses the tokenizer.
+    #[arg(long)]
+    pub input_ids: Option<String>,
+    /// Exact pixel values: a safetensors file with `pixel_values` of shape [1, 3, H, W].
+    #[arg(long)]
+    pub pixel_values: Option<PathBuf>,
+}
+
+/// Prepared inputs of one request.
+pub struct Prepared {
+    pub input_ids: Vec<i64>,
+    pub pixels: Tensor,
+    /// The padded square image (for heatmaps), when the input was an image file.
+    pub square: Option<image::RgbImage>,
+    pub tokenizer: Option<PromptTokenizer>,
+}
+
+fn parse_ids(spec: &str) -> Result<Vec<i64>> {
+    let text = match spec.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading token ids from {path}"))?,
+        None => spec.to_owned(),
+    };
+    let ids = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<i64>().map_err(|_| anyhow!("invalid token id {s:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    if ids.is_empty() {
+        bail!("--input-ids is empty");
+    }
+    Ok(ids)
+}
+
+fn read_pixels(path: &Path, device: &Device) -> Result<Tensor> {
+    let tensors =
+        candle_core::safetensors::load(path, device).with_context(|| format!("reading {}", path.display()))?;
+    let t =
+        tensors.get("pixel_values").ok_or_else(|| anyhow!("{} has no tensor named pixel_values", path.display()))?;
+    if t.rank() != 4 || t.dim(0)? != 1 {
+        bail!("pixel_values must have shape [1, 3, H, W], got {:?}", t.dims());
+    }
+    Ok(t.to_dtype(DType::F32)?)
+}
+
+impl InputArgs {
+    pub fn prepare(&self, model: &Llava, dir: &Path) -> Result<Prepared> {
+        let device = model.device();
+        let (pixels, square) = match (&self.pixel_values, &self.image) {
+            (Some(p), _) => (read_pixels(p, device)?, None),
+            (None, Some(path)) => {
+                let config_path = [dir.join("preprocessor_config.json")]
+                    .into_iter()
+                    .chain(model.config.vision_dir.iter().map(|d| d.join("preprocessor_config.json")))
+                    .find(|p| p.exists());
+                let config = match config_path {
+                    Some(p) => PreprocessConfig::from_json_file(&p)?,
+                    None => PreprocessConfig::clip(model.config.vision.image_size),
+                };
+                let image = preprocess::load_image(path)?;
+                let pre = preprocess::preprocess(&image, &config)?;
+                let t = Tensor::from_vec(pre.pixels, (1, 3, pre.height, pre.width), device)?;
+                (t, Some(pre.square))
+            }
+            (None, None) => bail!("give an image with --image (or exact --pixel-values)"),
+        };
+        let image_token = match model.config.layout {
+            Layout::LlavaHf => ImageToken::Special(u32::try_from(model.config.image_token)?),
+            Layout::Original => ImageToken::Placeholder(model.config.image_token),
+        };
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_path.exists() || self.input_ids.is_none() {
+            Some(PromptTokenizer::from_file(dir, image_token)?)
+        } else {
+            None
+        };
+        let input_ids = match (&self.input_ids, &tokenizer) {
+            (Some(spec), _) => parse_ids(spec)?,
+            (None, Some(tok)) => {
+                let question = self.prompt.as_deref().ok_or_else(|| anyhow!("give a question with --prompt"))?;
+                let template = match &self.template {
+                    Some(t) => t.parse::<PromptTemplate>()?,
+                    None if model.config.layout == Layout::LlavaHf => PromptTemplate::LlavaHf,
+                    None => PromptTemplate::VicunaV1,
+                };
+                tok.encode(&template.render(question)?)?
+            }
+            (None, None) => bail!("no tokenizer.json in {}: give --input-ids", dir.display()),
+        };
+        Ok(Prepared { input_ids, pixels, square, tokenizer })
+    }
+}
+
+/// Decoding options.
+#[derive(Debug, Clone, Args)]
+pub struct GenerationArgs {
+    /// Maximum tokens to generate.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Seed of sampling and of the random method.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl GenerationArgs {
+    pub fn decoding(&self) -> Result<Decoding> {
+        if self.temperature < 0.0 || !self.temperature.is_finite() {
+            bail!("--temperature must be a non-negative number");
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                bail!("--top-p must be in (0, 1]");
+            }
+        }
+        Ok(if self.temperature == 0.0 {
+            Decoding::Greedy
+        } else {
+            Decoding::Sample { temperature: self.temperature, top_p: self.top_p, seed: self.seed }
+        })
+    }
+}
+
+/// Pixel values back to an RGB image, for heatmaps of exact-input runs.
+pub fn pixels_to_image(pixels: &Tensor) -> Result<image::RgbImage> {
+    let (_, _, h, w) = pixels.dims4()?;
+    let data = pixels.flatten_all()?.to_vec1::<f32>()?;
+    let (mean, std) = (preprocess::CLIP_MEAN, preprocess::CLIP_STD);
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let at = |c: usize| data[c * h * w + y as usize * w + x as usize];
+        *px = image::Rgb([0, 1, 2].map(|c| ((at(c) * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8));
+    }
+    Ok(img)
+}

@@ -1,0 +1,6 @@
+//! The `sparsevlm` command line: one module per command, each a `run_*`-style function.
+
+pub mod bench;
+pub mod common;
+pub mod inspect;
+pub mod run;

@@ -1,0 +1,130 @@
+//! What a run reports: the `score` JSON (a stable interface), the heatmap panels drawn from a pruning
+//! trace, and the savings against dense.
+
+use serde_json::{json, Value};
+use sparsevlm_core::{Accounting, ModelDims, PruneTrace, Sparsifier, TokenLayout, TokenOrigin};
+
+use crate::heatmap::HeatmapPanel;
+
+/// Original input positions of a visual block's original tokens, ascending (merged tokens left out).
+fn original_positions(block: &[TokenOrigin]) -> Vec<usize> {
+    let mut v: Vec<usize> =
+        block.iter().filter_map(|o| if let TokenOrigin::Input(i) = o { Some(*i) } else { None }).collect();
+    v.sort_unstable();
+    v
+}
+
+/// The `score --json` document. Stable keys: `method`, `budget`, `raters` (absolute positions),
+/// `prune_layers` (`layer`, `kept_visual`: original positions of the kept visual tokens, `n_recycled`,
+/// `n_clusters`, `seq_len_after`), `kv_lens`, `equivalent_tokens`, `flops_macs`, `generated_ids`,
+/// `logits_last_top5`. More keys may be added.
+pub fn score_json(
+    method: &str,
+    budget: Option<u32>,
+    layout: &TokenLayout,
+    sparsifier: &Sparsifier,
+    generated: &[u32],
+    logits: &[f32],
+) -> Value {
+    let trace = sparsifier.trace();
+    let text_start = layout.text_after_images().start;
+    let raters: Vec<usize> =
+        trace.raters.as_ref().map(|r| r.raters.iter().map(|&i| text_start + i).collect()).unwrap_or_default();
+    let layers: Vec<Value> = trace
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "layer": e.layer,
+                "kept_visual": original_positions(&e.visual_after),
+                "n_kept": e.decision.keep,
+                "n_visual_after": e.visual_after.len(),
+                "n_recycled": e.recycled_slots.len(),
+                "n_clusters": e.clustering.as_ref().map_or(0, |c| c.centers.len()),
+                "seq_len_after": e.seq_len_out,
+                "pruned": e.decision.prune,
+            })
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    let top5: Vec<Value> = order.iter().take(5).map(|&i| json!([i, logits[i]])).collect();
+    let acc = sparsifier.accounting();
+    json!({
+        "method": method,
+        "budget": budget,
+        "raters": raters,
+        "prune_layers": layers,
+        "kv_lens": sparsifier.kv_lens(),
+        "equivalent_tokens": acc.equivalent_tokens,
+        "equivalent_tokens_input": acc.equivalent_tokens_input,
+        "flops_macs": acc.paper_flops,
+        "flops_true": acc.true_flops,
+        "generated_ids": generated,
+        "logits_last_top5": top5,
+        "skipped": trace.skipped,
+        "trace": trace,
+    })
+}
+
+/// One heatmap panel per pruning layer: kept patches, patches recycled at that layer, and scores.
+///
+/// `grid` is the patch grid side (24 for 576 tokens); the first visual span is drawn.
+pub fn heatmap_panels(trace: &PruneTrace, layout: &TokenLayout, grid: usize) -> Vec<HeatmapPanel> {
+    let Some(span) = layout.visual_spans().first() else { return Vec::new() };
+    let patch = |origin: &TokenOrigin| match origin {
+        TokenOrigin::Input(i) if span.range().contains(i) && i - span.start < grid * grid => Some(i - span.start),
+        _ => None,
+    };
+    let mut block: Vec<TokenOrigin> = span.range().map(TokenOrigin::Input).collect();
+    let mut panels = Vec::new();
+    for e in &trace.events {
+        let mut kept = vec![false; grid * grid];
+        e.visual_after.iter().filter_map(patch).for_each(|p| kept[p] = true);
+        let mut merged = vec![false; grid * grid];
+        e.recycled_slots.iter().filter_map(|&s| block.get(s)).filter_map(patch).for_each(|p| merged[p] = true);
+        let mut scores = vec![0.0f32; grid * grid];
+        block.iter().zip(&e.scores).for_each(|(o, &s)| {
+            if let Some(p) = patch(o) {
+                scores[p] = s;
+            }
+        });
+        let n_kept = kept.iter().filter(|&&k| k).count();
+        let n_merged_tokens = e.visual_after.len() - original_positions(&e.visual_after).len();
+        let title = if n_merged_tokens > 0 {
+            format!("layer {}: {n_kept} kept + {n_merged_tokens} merged", e.layer)
+        } else {
+            format!("layer {}: {n_kept} kept", e.layer)
+        };
+        panels.push(HeatmapPanel { title, kept, scores: Some(scores), merged });
+        block = e.visual_after.clone();
+    }
+    panels
+}
+
+/// Human-readable savings against a dense prefill of the same prompt.
+pub fn savings(dims: &ModelDims, pruned: &Accounting, seq_len: usize, n_visual: usize) -> Vec<String> {
+    let dense = vec![n_visual; dims.n_layers];
+    let dense = Accounting::new(dims, &vec![seq_len; dims.n_layers], &dense, &dense);
+    let pct = |a: f64, b: f64| if b > 0.0 { 100.0 * (1.0 - a / b) } else { 0.0 };
+    vec![
+        format!(
+            "equivalent visual tokens: {:.2} of {n_visual} (layer inputs: {:.2})",
+            pruned.equivalent_tokens, pruned.equivalent_tokens_input
+        ),
+        format!(
+            "prefill FLOPs: {:.4} T vs {:.4} T dense (-{:.1}%; paper formula {:.4} T, -{:.1}%)",
+            pruned.true_flops / 1e12,
+            dense.true_flops / 1e12,
+            pct(pruned.true_flops, dense.true_flops),
+            pruned.paper_flops / 1e12,
+            pct(pruned.paper_flops, dense.paper_flops)
+        ),
+        format!(
+            "KV cache: {} token-layers vs {} dense (-{:.1}%)",
+            pruned.kv_token_layers,
+            dense.kv_token_layers,
+            pct(pruned.kv_token_layers as f64, dense.kv_token_layers as f64)
+        ),
+    ]
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sparsevlm_core::rng::SplitMix64;
@@ -111,7 +111,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!("--repeats must be at least 1");
     }
     let device = args.device.device()?;
-    let dtype = args.device.dtype(&device)?;
+    let dtype = match (args.device.dtype, args.preset, device.is_cpu()) {
+        // A 7B preset in f32 needs 28 GB; on the CPU presets default to f16.
+        (None, Some(_), true) => DType::F16,
+        _ => args.device.dtype(&device)?,
+    };
     let (model, name, weights, full_layers) = match (&args.model, args.preset, args.random_weights) {
         (Some(dir), _, false) => {
             let options = LoadOptions { device: device.clone(), dtype, vision_tower: None, progress: true };
@@ -132,6 +136,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     bail!("--num-layers must be in 1..={full}");
                 }
                 config.text.layers = n;
+            }
+            if device.is_cpu() {
+                check_memory(&config, dtype)?;
             }
             eprintln!("building {name} with random weights ({} layers, {dtype:?})...", config.text.layers);
             (Llava::random(config, dtype, &device, 0)?, name.to_owned(), "random".to_owned(), full)
@@ -222,6 +229,38 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         println!("{json}");
     } else {
         print_table(&report);
+    }
+    Ok(())
+}
+
+/// Parameters of a LLaVA-1.5 architecture: decoder, embeddings and head, CLIP tower, projector.
+fn parameters(c: &LlavaConfig) -> f64 {
+    let (t, v) = (&c.text, &c.vision);
+    let (h, m) = (t.hidden as f64, t.intermediate as f64);
+    let kv = (t.kv_heads * t.head_dim()) as f64;
+    let layer = 2.0 * h * h + 2.0 * h * kv + 3.0 * h * m + 2.0 * h;
+    let llm = t.layers as f64 * layer + 2.0 * t.vocab as f64 * h + h;
+    let (vh, vm) = (v.hidden as f64, v.intermediate as f64);
+    let clip = v.layers_needed() as f64 * (4.0 * vh * vh + 2.0 * vh * vm) + (v.n_patches() as f64 + 1.0) * vh;
+    llm + clip + v.hidden as f64 * h + h * h
+}
+
+/// Refuses to build weights that cannot fit in the memory available now (Linux), instead of being
+/// killed halfway.
+fn check_memory(config: &LlavaConfig, dtype: DType) -> Result<()> {
+    let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else { return Ok(()) };
+    let available_kb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let Some(available) = available_kb.map(|kb| kb * 1024.0) else { return Ok(()) };
+    let needed = parameters(config) * dtype.size_in_bytes() as f64 * 1.05;
+    if needed > available {
+        bail!(
+            "the weights need about {:.1} GB in {dtype:?} but {:.1} GB of memory is available; use --dtype f16 or --num-layers N",
+            needed / 1e9,
+            available / 1e9
+        );
     }
     Ok(())
 }

@@ -6,9 +6,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks (the Rust components the suite uses).
+# Install what a fresh machine lacks: the Rust components and protoc (Debian's protobuf-compiler).
 setup:
     rustup component add rustfmt clippy
+    command -v protoc >/dev/null || (if [ "$(id -u)" -eq 0 ]; then apt-get install -y protobuf-compiler; else sudo apt-get install -y protobuf-compiler; fi)
 
 # The CPU suite: formatting, lints with warnings as errors, and every test (golden parity included).
 test: fmt-check lint

@@ -202,13 +202,13 @@ fn glyph(ch: char) -> [u8; 8] {
 }
 
 /// Width in pixels of `text` at `scale`.
-fn text_width(text: &str, scale: u32) -> u32 {
+pub(crate) fn text_width(text: &str, scale: u32) -> u32 {
     (text.chars().count() as u32).saturating_mul(8 * scale)
 }
 
 /// Draws `text` with its top-left at `(x, y)`, `scale` pixels per font pixel, clipped at `x_max` and at
 /// the canvas border.
-fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, x_max: u32, color: Rgb<u8>) {
+pub(crate) fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, x_max: u32, color: Rgb<u8>) {
     let x_max = x_max.min(canvas.width());
     for (i, ch) in text.chars().enumerate() {
         let cx = x + i as u32 * 8 * scale;

@@ -5,13 +5,18 @@
 //! `sparsevlm-core`; this crate supplies the models and the numerics.
 
 pub mod config;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod heatmap;
 pub mod loader;
+pub mod mini;
 pub mod models;
 pub mod numerics;
 pub mod plan;
+pub mod plot;
 pub mod preprocess;
 pub mod report;
 pub mod tiny;
 pub mod tokenize;
+pub mod train;

@@ -118,6 +118,26 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// Differentiable causal self-attention over the whole sequence (training; no cache).
+    fn forward_train(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let split = |t: Tensor, heads: usize| -> candle_core::Result<Tensor> {
+            t.reshape((b, n, heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        };
+        let q = candle_nn::rotary_emb::rope_slow(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_slow(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?;
+        let group = self.heads / self.kv_heads;
+        let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
+        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?; // [b, h, n, n]
+        let scores = scores.broadcast_add(&causal_mask(n, n, x.device())?.to_dtype(scores.dtype())?)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, self.heads * self.head_dim))?;
+        Ok(self.o.forward(&out)?)
+    }
+}
+
 /// `0` where query `i` may see key `j` (`j ≤ i + n_keys − n`), `−∞` elsewhere. `[n, n_keys]`
 fn causal_mask(n: usize, n_keys: usize, device: &Device) -> Result<Tensor> {
     let offset = n_keys - n;
@@ -156,6 +176,13 @@ impl Block {
             input_norm: rms_norm(cfg.hidden, eps, vb.pp("input_layernorm"))?,
             post_norm: rms_norm(cfg.hidden, eps, vb.pp("post_attention_layernorm"))?,
         })
+    }
+
+    fn forward_train(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attn.forward_train(&self.input_norm.forward_diff(x)?, cos, sin)?)?;
+        let h = self.post_norm.forward_diff(&x)?;
+        let mlp = self.down.forward(&(self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?)?;
+        Ok((x + mlp)?)
     }
 
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<(Tensor, QueryKey)> {
@@ -265,6 +292,23 @@ impl Llama {
             }
         }
         self.logits(&x)
+    }
+
+    /// Differentiable dense forward of `x` (`[1, L, D]`) at positions `0..L`, for training the projector:
+    /// only differentiable ops, no cache, no pruning. Returns the final normed hidden states `[1, L, D]`.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let positions: Vec<i64> = (0..x.dim(1)? as i64).collect();
+        let (cos, sin) = self.rope.at(&positions)?;
+        let mut x = x.clone();
+        for block in &self.blocks {
+            x = block.forward_train(&x, &cos, &sin)?;
+        }
+        Ok(self.norm.forward_diff(&x)?)
+    }
+
+    /// Logits of hidden states. `[.., D]` → `[.., vocab]`
+    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?)
     }
 
     /// One decoding step for the `step`-th generated token. Returns `[vocab]` logits.

@@ -190,8 +190,33 @@ impl Llava {
         &self.device
     }
 
-    /// Image features in the LLM's space. `[1, 3, H, W]` → `[n_patches, hidden]`
-    pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+    /// The decoder.
+    pub fn llm(&self) -> &Llama {
+        &self.llm
+    }
+
+    /// Replaces the projector (e.g. with one being trained).
+    pub fn set_projector(&mut self, projector: Projector) {
+        self.projector = projector;
+    }
+
+    /// The shapes `(in, out)` of the projector's linear layers.
+    pub fn projector_shapes(&self) -> Vec<(usize, usize)> {
+        projector_shapes(&self.config)
+    }
+
+    /// Vision-tower features before the projector. `[1, 3, H, W]` → `[n_patches, vision_hidden]`
+    pub fn vision_features(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.check_pixels(pixels)?;
+        Ok(self.vision.forward(&pixels.to_device(&self.device)?)?.squeeze(0)?)
+    }
+
+    /// Projects vision features into the LLM's space. `[n, vision_hidden]` → `[n, hidden]`
+    pub fn project(&self, features: &Tensor) -> Result<Tensor> {
+        self.projector.forward(features)
+    }
+
+    fn check_pixels(&self, pixels: &Tensor) -> Result<()> {
         let (_, c, h, w) = pixels.dims4()?;
         let v = &self.config.vision;
         if c != v.channels || h != v.image_size || w != v.image_size {
@@ -201,8 +226,12 @@ impl Llava {
                 s = v.image_size
             )));
         }
-        let features = self.vision.forward(&pixels.to_device(&self.device)?)?; // [1, n, mm]
-        Ok(self.projector.forward(&features)?.squeeze(0)?)
+        Ok(())
+    }
+
+    /// Image features in the LLM's space. `[1, 3, H, W]` → `[n_patches, hidden]`
+    pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.project(&self.vision_features(pixels)?)
     }
 
     /// Splices `features` (`[n_patches, hidden]`) into the prompt at its image placeholder: one

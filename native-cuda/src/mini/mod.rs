@@ -5,4 +5,5 @@
 pub mod chat;
 pub mod fetch;
 pub mod gguf;
+pub mod model;
 pub mod onnx;

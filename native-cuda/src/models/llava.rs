@@ -17,6 +17,7 @@ use crate::config::{Layout, LlavaConfig, Projector as ProjectorKind};
 use crate::error::{Error, Result};
 use crate::loader;
 use crate::models::clip::{ClipVision, Projector};
+use crate::models::dinov2::Dinov2;
 use crate::models::llama::Llama;
 use crate::numerics::CandleNumerics;
 
@@ -81,11 +82,28 @@ pub struct Generation {
     pub sparsifier: Sparsifier,
 }
 
-/// A loaded LLaVA-1.5 model.
+/// The vision tower: LLaVA-1.5's CLIP, or sparsevlm-mini's DINOv2.
+#[derive(Debug, Clone)]
+pub enum VisionTower {
+    Clip(ClipVision),
+    Dinov2(Dinov2),
+}
+
+impl VisionTower {
+    /// Patch features. `[b, 3, H, W]` → `[b, n_patches, C]`
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        match self {
+            VisionTower::Clip(c) => c.forward(pixels),
+            VisionTower::Dinov2(d) => d.patch_tokens(pixels),
+        }
+    }
+}
+
+/// A loaded LLaVA-1.5-architecture model (LLaVA-1.5 itself, or sparsevlm-mini).
 #[derive(Debug)]
 pub struct Llava {
     pub config: LlavaConfig,
-    vision: ClipVision,
+    vision: VisionTower,
     projector: Projector,
     llm: Llama,
     device: Device,
@@ -180,7 +198,8 @@ impl Llava {
                 ("model.", "lm_head.", names, vvb, vis)
             }
         };
-        let vision = ClipVision::load(vision_vb.pp(vision_prefix.trim_end_matches('.')), &config.vision)?;
+        let vision =
+            VisionTower::Clip(ClipVision::load(vision_vb.pp(vision_prefix.trim_end_matches('.')), &config.vision)?);
         let projector = Projector::load(vb, &projector_names, &shapes)?;
         let llm = Llama::load(vb, llm_prefix, head, &config.text)?;
         Ok(Llava { config, vision, projector, llm, device: device.clone(), dtype: vb.dtype() })
@@ -188,6 +207,18 @@ impl Llava {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Assembles a model from its parts (`config` describes them; its layout is informational).
+    pub fn from_parts(
+        config: LlavaConfig,
+        vision: VisionTower,
+        projector: Projector,
+        llm: Llama,
+        device: &Device,
+        dtype: DType,
+    ) -> Self {
+        Llava { config, vision, projector, llm, device: device.clone(), dtype }
     }
 
     /// The decoder.

@@ -1,0 +1,103 @@
+//! `sparsevlm eval`: accuracy against the visual-token budget on an easy-VQA-format set, for every method,
+//! written as JSON, a Markdown table and a PNG chart.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use sparsevlm_cuda::data::read_easy_vqa;
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, Prompter};
+use sparsevlm_cuda::heatmap::save_png;
+use sparsevlm_cuda::mini::fetch;
+use sparsevlm_cuda::preprocess::PreprocessConfig;
+use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
+
+use super::common::{Family, ModelArgs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalMethodArg {
+    #[value(name = "sparsevlm-v1.5")]
+    V15,
+    #[value(name = "sparsevlm-v2")]
+    V20,
+    Fastv,
+    Pdrop,
+    Random,
+}
+
+impl EvalMethodArg {
+    fn method(self) -> EvalMethod {
+        match self {
+            EvalMethodArg::V15 => EvalMethod::SparseVlmV15,
+            EvalMethodArg::V20 => EvalMethod::SparseVlmV20,
+            EvalMethodArg::Fastv => EvalMethod::FastV,
+            EvalMethodArg::Pdrop => EvalMethod::PDrop,
+            EvalMethodArg::Random => EvalMethod::Random,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Questions in the easy-VQA layout (default with --mini: easy-VQA test from the parts cache).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sparsevlm-v1.5", "sparsevlm-v2", "fastv", "pdrop", "random"])]
+    pub methods: Vec<EvalMethodArg>,
+    /// Retained visual tokens; the visual token count itself is the dense run.
+    #[arg(long, value_delimiter = ',', default_values_t = [576u32, 192, 128, 96, 64, 32, 16])]
+    pub budgets: Vec<u32>,
+    /// Evaluate only the first N questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Folder for eval.json, eval.md and eval.png.
+    #[arg(long, default_value = "eval")]
+    pub out_dir: PathBuf,
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let loaded = args.model.load()?;
+    let data = match (&args.data, args.model.mini) {
+        (Some(d), _) => d.clone(),
+        (None, true) => fetch::fetch_part(&args.model.cache_dir(), &fetch::EASY_VQA)?.join("test"),
+        (None, false) => bail!("give the questions with --data DIR"),
+    };
+    let mut items = read_easy_vqa(&data)?;
+    if let Some(n) = args.limit {
+        items.truncate(n);
+    }
+    let model = &loaded.model;
+    let (prompter, preprocess): (Box<dyn Prompter>, PreprocessConfig) = match &loaded.family {
+        Family::Mini { prompter, preprocess } => (Box::new(prompter.as_ref().clone()), preprocess.clone()),
+        Family::Llava { dir } => {
+            let image_token = match model.config.image_token {
+                id if id < 0 => ImageToken::Placeholder(id),
+                id => ImageToken::Special(u32::try_from(id)?),
+            };
+            let template = if id_is_hf(model) { PromptTemplate::LlavaHf } else { PromptTemplate::VicunaV1 };
+            let config = match dir.join("preprocessor_config.json") {
+                p if p.exists() => PreprocessConfig::from_json_file(&p)?,
+                _ => PreprocessConfig::clip(model.config.vision.image_size),
+            };
+            (Box::new(LlavaPrompter { tokenizer: PromptTokenizer::from_file(dir, image_token)?, template }), config)
+        }
+    };
+    let methods: Vec<EvalMethod> = args.methods.iter().map(|m| m.method()).collect();
+    let points = evaluate(model, prompter.as_ref(), &preprocess, &items, &methods, &args.budgets, true)?;
+    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let table = markdown(&points);
+    let doc = serde_json::json!({"data": data.display().to_string(), "questions": items.len(), "points": points});
+    std::fs::write(args.out_dir.join("eval.json"), serde_json::to_string_pretty(&doc)?)?;
+    std::fs::write(args.out_dir.join("eval.md"), &table)?;
+    let title = format!("accuracy vs retained visual tokens ({} questions)", items.len());
+    save_png(&plot(&title, &points), args.out_dir.join("eval.png"))?;
+    println!("{table}");
+    println!("written to {}", args.out_dir.display());
+    Ok(())
+}
+
+fn id_is_hf(model: &sparsevlm_cuda::models::llava::Llava) -> bool {
+    model.config.layout == sparsevlm_cuda::config::Layout::LlavaHf
+}

@@ -1,0 +1,155 @@
+//! Assembling sparsevlm-mini: DINOv2-S/14 (336 px → 576 patch tokens) → projector `mlp2x_gelu`
+//! (384 → 576 → 576) → SmolLM2-135M-Instruct, following the LLaVA-1.5 recipe (demo-model notes).
+//!
+//! Preprocessing is LLaVA-1.5's (pad to a square with the mean colour, bicubic resize to 336) with the
+//! ImageNet mean and standard deviation DINOv2 was trained with. Prompts use SmolLM2's chat template
+//! with the image first in the user turn.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::config::{Layout, LlavaConfig, Projector as ProjectorKind, VisionActivation, VisionConfig};
+use crate::error::{Error, Result};
+use crate::eval::Prompter;
+use crate::mini::chat::{self, ChatTokenizer, IMAGE_TOKEN_INDEX};
+use crate::mini::fetch::{self, DINOV2_ONNX, SMOLLM2};
+use crate::mini::gguf::load_gguf_llm;
+use crate::mini::onnx::{convert_dinov2, load_dinov2};
+use crate::models::clip::Projector;
+use crate::models::llava::{Llava, VisionTower};
+use crate::preprocess::PreprocessConfig;
+use crate::train::{load_projector, ProjectorTrainer};
+
+/// The input size of the mini model's vision tower: 336 px gives 24 × 24 = 576 patches, as LLaVA-1.5.
+pub const IMAGE_SIZE: usize = 336;
+/// The instruction after each question, asking for the short answers easy-VQA scores.
+pub const SHORT_ANSWER: &str = "Answer with a single word.";
+
+/// Where the projector comes from.
+#[derive(Debug, Clone)]
+pub enum ProjectorSource {
+    /// A trained projector file (`linear_1.*`, `linear_2.*`).
+    File(PathBuf),
+    /// A fresh, untrained projector (the starting point of training), seeded, trained at `lr`.
+    Untrained { seed: u64, lr: f64 },
+}
+
+/// The assembled model and what it needs around it.
+#[derive(Debug)]
+pub struct Mini {
+    pub model: Llava,
+    pub prompter: MiniPrompter,
+    pub preprocess: PreprocessConfig,
+    /// The projector being trained, when the model was built untrained.
+    pub trainer: Option<ProjectorTrainer>,
+}
+
+/// SmolLM2 chat prompts with the image first.
+#[derive(Debug, Clone)]
+pub struct MiniPrompter {
+    pub chat: ChatTokenizer,
+}
+
+impl MiniPrompter {
+    /// The prompt for `question`, with the short-answer instruction.
+    pub fn prompt(&self, question: &str) -> Result<Vec<i64>> {
+        self.chat.encode(&chat::render(None, &chat::user_with_image(&format!("{question} {SHORT_ANSWER}"))))
+    }
+
+    /// Answer tokens for training: the answer text followed by `<|im_end|>`.
+    pub fn answer(&self, answer: &str) -> Result<Vec<u32>> {
+        let mut ids = self.chat.text_ids(&self.chat.encode(answer)?)?;
+        ids.push(self.chat.im_end());
+        Ok(ids)
+    }
+}
+
+impl Prompter for MiniPrompter {
+    fn encode(&self, question: &str) -> Result<Vec<i64>> {
+        self.prompt(question)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.chat.decode(ids)
+    }
+
+    fn stop_tokens(&self) -> Vec<u32> {
+        self.chat.stop_tokens()
+    }
+}
+
+/// LLaVA-1.5 preprocessing with ImageNet statistics.
+pub fn preprocess_config() -> PreprocessConfig {
+    PreprocessConfig {
+        image_mean: [0.485, 0.456, 0.406],
+        image_std: [0.229, 0.224, 0.225],
+        ..PreprocessConfig::clip(IMAGE_SIZE)
+    }
+}
+
+/// The DINOv2 backbone converted to safetensors in the cache (converted from the ONNX once).
+pub fn converted_backbone(cache: &Path) -> Result<PathBuf> {
+    let out = cache.join("dinov2-s14.safetensors");
+    if !out.exists() {
+        let onnx = fetch::fetch_part(cache, &DINOV2_ONNX)?;
+        eprintln!("converting the DINOv2 backbone from ONNX...");
+        let partial = cache.join("dinov2-s14.safetensors.partial");
+        convert_dinov2(&onnx, &partial)?;
+        std::fs::rename(&partial, &out).map_err(|e| Error::io(&out, e))?;
+    }
+    Ok(out)
+}
+
+/// Loads sparsevlm-mini from the parts in `cache` (fetched if missing) and a projector.
+pub fn load_mini(cache: &Path, projector: &ProjectorSource, device: &Device, dtype: DType) -> Result<Mini> {
+    let gguf = fetch::fetch_part(cache, &SMOLLM2)?;
+    let backbone = converted_backbone(cache)?;
+    let llm = load_gguf_llm(&gguf, dtype, device)?;
+    let dino = load_dinov2(&backbone, dtype, device)?;
+    let d = dino.config().clone();
+    let vision = VisionConfig {
+        hidden: d.hidden,
+        intermediate: d.mlp,
+        layers: d.layers,
+        heads: d.heads,
+        image_size: IMAGE_SIZE,
+        patch_size: d.patch_size,
+        channels: d.channels,
+        layer_norm_eps: d.layer_norm_eps,
+        activation: VisionActivation::Gelu,
+        select_layer: -1,
+        drop_cls: true,
+    };
+    let config = LlavaConfig {
+        layout: Layout::LlavaHf,
+        text: llm.config.clone(),
+        vision,
+        projector: ProjectorKind::MlpGelu { depth: 2 },
+        image_token: IMAGE_TOKEN_INDEX,
+        vision_dir: None,
+    };
+    let shapes = [(d.hidden, llm.config.hidden), (llm.config.hidden, llm.config.hidden)];
+    let placeholder =
+        Projector::load(&candle_nn::VarBuilder::zeros(dtype, device), &["a".into(), "b".into()], &shapes)?;
+    let prompter = MiniPrompter { chat: ChatTokenizer::from_gguf(&llm.tokenizer)? };
+    let mut model = Llava::from_parts(config, VisionTower::Dinov2(dino), placeholder, llm.llama, device, dtype);
+    let trainer = match projector {
+        ProjectorSource::File(path) => {
+            if !path.exists() {
+                return Err(Error::Input(format!(
+                    "no trained projector at {}: train one with `sparsevlm train-projector`",
+                    path.display()
+                )));
+            }
+            model.set_projector(load_projector(path, &shapes, dtype, device)?);
+            None
+        }
+        ProjectorSource::Untrained { seed, lr } => {
+            let trainer = ProjectorTrainer::new(&model, *lr, *seed)?;
+            model.set_projector(trainer.projector().clone());
+            Some(trainer)
+        }
+    };
+    Ok(Mini { model, prompter, preprocess: preprocess_config(), trainer })
+}

@@ -6,13 +6,14 @@
 //! Only the layers up to the selected one run. candle-transformers' `ClipVisionTower` indexes its hidden
 //! states differently (its list has no embedding entry), so the tower is written here.
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{
     conv2d_no_bias, embedding, layer_norm, linear, Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder,
 };
 
 use crate::config::{VisionActivation, VisionConfig};
 use crate::error::Result;
+use crate::models::vit::self_attention;
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
@@ -47,16 +48,8 @@ impl EncoderLayer {
 
     /// `[b, n, C]` → `[b, n, C]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let d = c / self.heads;
         let h = self.ln1.forward(x)?;
-        let split = |t: Tensor| t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous();
-        let q = split((self.q.forward(&h)? * (d as f64).powf(-0.5))?)?; // [b, H, n, d]
-        let k = split(self.k.forward(&h)?)?;
-        let v = split(self.v.forward(&h)?)?;
-        let scores = q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?; // [b, H, n, n]
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let attn = self_attention(&h, &self.q, &self.k, &self.v, self.heads)?; // [b, n, C]
         let x = (x + self.out.forward(&attn)?)?;
         let h = self.fc1.forward(&self.ln2.forward(&x)?)?;
         let h = match self.activation {

@@ -20,6 +20,7 @@ use candle_nn::{conv2d, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, Lin
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::vit::self_attention;
 
 /// The Keys cubic coefficient of PyTorch's bicubic interpolation and of the ONNX graph (`cubic_coeff_a`).
 pub const CUBIC_A: f64 = -0.75;
@@ -169,16 +170,8 @@ impl Layer {
 
     /// `[b, n, C]` → `[b, n, C]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let d = c / self.heads;
         let h = self.norm1.forward(x)?;
-        let split = |t: Tensor| t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous();
-        let q = split((self.q.forward(&h)? * (d as f64).powf(-0.5))?)?; // [b, H, n, d]
-        let k = split(self.k.forward(&h)?)?;
-        let v = split(self.v.forward(&h)?)?;
-        let scores = q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?; // [b, H, n, n]
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?; // [b, n, C]
+        let attn = self_attention(&h, &self.q, &self.k, &self.v, self.heads)?; // [b, n, C]
         let x = (x + self.out.forward(&attn)?.broadcast_mul(&self.scale1)?)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?; // [b, n, mlp]
         Ok((x + self.fc2.forward(&h)?.broadcast_mul(&self.scale2)?)?)

@@ -4,3 +4,4 @@ pub mod clip;
 pub mod dinov2;
 pub mod llama;
 pub mod llava;
+pub mod vit;

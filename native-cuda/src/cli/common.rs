@@ -145,7 +145,7 @@ impl DeviceArgs {
                 .ok_or_else(|| anyhow!("unknown device {other:?}: use cpu, cuda or cuda:N"))?,
         };
         if !candle_core::utils::cuda_is_available() {
-            bail!("this binary was built without CUDA support; rebuild with `--features cuda` (see the README) or use --device cpu");
+            bail!("this binary was built without CUDA support (GPU builds are not available yet); use --device cpu");
         }
         Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
     }

@@ -42,6 +42,12 @@ impl Accounting {
         }
     }
 
+    /// A dense prefill of `n_visual` visual and `n_other` other tokens.
+    pub fn dense(dims: &ModelDims, n_visual: usize, n_other: usize) -> Self {
+        let visual = vec![n_visual; dims.n_layers];
+        Accounting::new(dims, &seq_lens(n_other, &visual), &visual, &visual)
+    }
+
     /// Bytes of K and V over all layers for `bytes_per_value` (2 for f16/bf16).
     pub fn kv_bytes(&self, dims: &ModelDims, bytes_per_value: usize) -> usize {
         self.kv_token_layers * 2 * dims.kv_width() * bytes_per_value

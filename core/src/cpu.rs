@@ -5,7 +5,7 @@
 //! states have a few huge channels (algorithm.md §8.7).
 
 use crate::error::{Result, SparseError};
-use crate::numerics::{Numerics, RaterAttention, RaterQuery, Reduction};
+use crate::numerics::{check_rows, Numerics, RaterAttention, RaterQuery, Reduction};
 use crate::plan::CompactionPlan;
 
 /// A dense row-major f32 tensor.
@@ -57,13 +57,6 @@ type ProbFn<'a> = Box<dyn Fn(usize, usize, usize) -> f64 + 'a>;
 /// The reference backend.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuReference;
-
-fn check_rows(what: &'static str, rows: &[usize], n: usize) -> Result<()> {
-    match rows.iter().find(|&&r| r >= n) {
-        Some(&bad) => Err(SparseError::shape(what, format!("row indices below {n}"), bad)),
-        None => Ok(()),
-    }
-}
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()

@@ -6,7 +6,7 @@
 //! pairwise distances for recycling (§2.6), and the compaction gather (§11.3 item 5). Results that drive
 //! decisions come back to the host as small `Vec<f32>`s; the compacted hidden states stay on the device.
 
-use crate::error::Result;
+use crate::error::{Result, SparseError};
 use crate::gravity::GravityTable;
 use crate::plan::CompactionPlan;
 
@@ -61,6 +61,14 @@ pub struct RaterQuery<'a> {
     /// Divide every probability by `g(p_rater − p_visual)` (v2.0).
     pub gravity: Option<GravityInputs<'a>>,
     pub reduction: Reduction,
+}
+
+/// Checks that every index in `rows` addresses one of `n` rows (for backends validating their inputs).
+pub fn check_rows(what: &'static str, rows: &[usize], n: usize) -> Result<()> {
+    match rows.iter().find(|&&r| r >= n) {
+        Some(&bad) => Err(SparseError::shape(what, format!("row indices below {n}"), bad)),
+        None => Ok(()),
+    }
 }
 
 /// Device-side numerics for SparseVLM.

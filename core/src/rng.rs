@@ -24,6 +24,12 @@ impl SplitMix64 {
     pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
+
+    /// A standard normal sample (Box–Muller on two uniforms), for seeded synthetic weights.
+    pub fn next_normal(&mut self) -> f32 {
+        let (u, v) = (self.next_f32().max(1e-7) as f64, self.next_f32() as f64);
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
 }
 
 /// `n` uniform scores for pruning layer `layer` of a run seeded with `seed`.
@@ -46,5 +52,14 @@ mod tests {
         assert!(s.iter().all(|&x| (0.0..1.0).contains(&x)));
         assert_eq!(s, random_scores(7, 2, 1000));
         assert_ne!(s, random_scores(7, 6, 1000));
+    }
+
+    #[test]
+    fn normal_samples_have_unit_variance() {
+        let mut rng = SplitMix64::new(3);
+        let x: Vec<f64> = (0..20000).map(|_| rng.next_normal() as f64).collect();
+        let mean = x.iter().sum::<f64>() / x.len() as f64;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / x.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
     }
 }

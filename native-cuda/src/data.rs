@@ -1,6 +1,5 @@
 //! Visual question answering data in the easy-VQA layout (Zhou, `easy-VQA`, MIT): a folder with
-//! `questions.json` (a list of `[question, answer, image_id]`) and `images/{image_id}.png`, and an optional
-//! `answers.txt` (one answer per line) next to it or one level up.
+//! `questions.json` (a list of `[question, answer, image_id]`) and `images/{image_id}.png`.
 
 use std::path::{Path, PathBuf};
 
@@ -37,14 +36,6 @@ pub fn read_easy_vqa(dir: &Path) -> Result<Vec<VqaItem>> {
         return Err(Error::Input(format!("{}: no questions", path.display())));
     }
     Ok(items)
-}
-
-/// The answer vocabulary (`answers.txt` in `dir` or its parent), if present.
-pub fn read_answers(dir: &Path) -> Option<Vec<String>> {
-    [dir.join("answers.txt"), dir.join("../answers.txt")]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|t| t.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())
 }
 
 /// A model answer reduced for exact-match scoring: lower case, first word, no punctuation.

@@ -27,16 +27,24 @@ pub trait Prompter {
     fn stop_tokens(&self) -> Vec<u32>;
 }
 
-/// LLaVA-1.5's short-answer prompt (`llava/eval`: "Answer the question using a single word or phrase.").
+/// LLaVA-1.5's short-answer instruction (`llava/eval`), used when scoring single-word answers.
+pub const LLAVA_SHORT_ANSWER: &str = "Answer the question using a single word or phrase.";
+
+/// LLaVA-1.5 prompts: the question in a conversation template, optionally followed by an instruction on
+/// its own line.
 #[derive(Debug)]
 pub struct LlavaPrompter {
     pub tokenizer: PromptTokenizer,
     pub template: PromptTemplate,
+    pub instruction: Option<&'static str>,
 }
 
 impl Prompter for LlavaPrompter {
     fn encode(&self, question: &str) -> Result<Vec<i64>> {
-        let text = format!("{question}\nAnswer the question using a single word or phrase.");
+        let text = match self.instruction {
+            Some(instruction) => format!("{question}\n{instruction}"),
+            None => question.to_owned(),
+        };
         Ok(self.tokenizer.encode(&self.template.render(&text)?)?)
     }
 
@@ -134,10 +142,15 @@ pub fn evaluate(
             let text = prompter.decode(&g.tokens)?;
             Ok((normalize_answer(&text) == normalize_answer(&item.answer), g.sparsifier.accounting().equivalent_tokens))
         };
-        let dense = answer_with(&SparseConfig::dense())?;
+        // The dense answer is shared by every method, and computed only if a budget asks for it.
+        let dense =
+            if budgets.iter().any(|&b| b >= n_visual) { Some(answer_with(&SparseConfig::dense())?) } else { None };
         for &budget in budgets {
             for method in methods {
-                let (ok, eq) = if budget >= n_visual { dense } else { answer_with(&method.config(budget))? };
+                let (ok, eq) = match dense {
+                    Some(d) if budget >= n_visual => d,
+                    _ => answer_with(&method.config(budget))?,
+                };
                 let entry = tally.entry((method.label().to_owned(), budget.min(n_visual))).or_default();
                 entry.0 += usize::from(ok);
                 entry.1 += 1;

@@ -6,6 +6,7 @@
 //! reference (the device kernel for them comes with the CUDA backend).
 
 use candle_core::{DType, Device, Tensor, D};
+use sparsevlm_core::numerics::check_rows;
 use sparsevlm_core::{
     CompactionPlan, CpuReference, CpuTensor, Numerics, RaterAttention, RaterQuery, Reduction, SparseError,
 };
@@ -29,13 +30,6 @@ fn err(e: candle_core::Error) -> SparseError {
 fn index(rows: &[usize], device: &Device) -> Result<Tensor, SparseError> {
     let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
     Tensor::new(idx.as_slice(), device).map_err(err)
-}
-
-fn check_rows(what: &'static str, rows: &[usize], n: usize) -> Result<(), SparseError> {
-    match rows.iter().find(|&&r| r >= n) {
-        Some(&bad) => Err(SparseError::shape(what, format!("rows below {n}"), bad)),
-        None => Ok(()),
-    }
 }
 
 impl Numerics for CandleNumerics {

@@ -9,6 +9,8 @@ use serde::Serialize;
 use sparsevlm_core::schedule::simulate_fixed;
 use sparsevlm_core::{accounting, Accounting, KeepRule, ModelDims, Recipe, SparseConfig, SparseError};
 
+use crate::report::saved_percent;
+
 /// A planned prefill.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -42,7 +44,6 @@ pub fn plan(config: &SparseConfig, dims: &ModelDims, n_visual: usize, n_text: us
         }
     }
     let counts = simulate_fixed(n_visual, dims.n_layers, &stages, recipe.recycle, recipe.compat);
-    let dense_counts = vec![n_visual; dims.n_layers];
     Ok(Plan {
         method: recipe.label.clone(),
         n_visual,
@@ -50,7 +51,7 @@ pub fn plan(config: &SparseConfig, dims: &ModelDims, n_visual: usize, n_text: us
         stages,
         recycle: recipe.recycle,
         pruned: Accounting::new(dims, &accounting::seq_lens(n_text, &counts.entering), &counts.entering, &counts.after),
-        dense: Accounting::new(dims, &accounting::seq_lens(n_text, &dense_counts), &dense_counts, &dense_counts),
+        dense: Accounting::dense(dims, n_visual, n_text),
         visual_in: counts.entering,
         visual_after: counts.after,
     })
@@ -90,7 +91,7 @@ impl Plan {
             let bar = "#".repeat((v as f64 * width).round() as usize);
             push(&mut out, format!("{layer:>5}  {v:>5} {bar}"));
         }
-        let pct = |a: f64, b: f64| if b > 0.0 { 100.0 * (1.0 - a / b) } else { 0.0 };
+        let pct = saved_percent;
         let (p, d) = (&self.pruned, &self.dense);
         push(&mut out, String::new());
         push(&mut out, format!("equivalent tokens (paper, outputs): {:.2}", p.equivalent_tokens));

@@ -102,11 +102,19 @@ pub fn heatmap_panels(trace: &PruneTrace, layout: &TokenLayout, grid: usize) -> 
     panels
 }
 
+/// How much smaller `pruned` is than `dense`, in percent (0 when `dense` is 0).
+pub fn saved_percent(pruned: f64, dense: f64) -> f64 {
+    if dense > 0.0 {
+        100.0 * (1.0 - pruned / dense)
+    } else {
+        0.0
+    }
+}
+
 /// Human-readable savings against a dense prefill of the same prompt.
 pub fn savings(dims: &ModelDims, pruned: &Accounting, seq_len: usize, n_visual: usize) -> Vec<String> {
-    let dense = vec![n_visual; dims.n_layers];
-    let dense = Accounting::new(dims, &vec![seq_len; dims.n_layers], &dense, &dense);
-    let pct = |a: f64, b: f64| if b > 0.0 { 100.0 * (1.0 - a / b) } else { 0.0 };
+    let dense = Accounting::dense(dims, n_visual, seq_len - n_visual);
+    let pct = saved_percent;
     vec![
         format!(
             "equivalent visual tokens: {:.2} of {n_visual} (layer inputs: {:.2})",

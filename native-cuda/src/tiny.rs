@@ -83,15 +83,10 @@ struct Weights {
 }
 
 impl Weights {
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.rng.next_f32().max(1e-7) as f64, self.rng.next_f32() as f64);
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
-
     /// `mean + std · N(0, 1)` of `shape`, stored as float16.
     fn add(&mut self, name: String, shape: &[usize], mean: f32, std: f32) {
         let n: usize = shape.iter().product();
-        let data = (0..n).map(|_| half::f16::from_f32(mean + std * self.normal())).collect();
+        let data = (0..n).map(|_| half::f16::from_f32(mean + std * self.rng.next_normal())).collect();
         self.tensors.insert(name, (shape.to_vec(), data));
     }
 }
@@ -274,6 +269,14 @@ fn vision_config(spec: &TinySpec) -> serde_json::Value {
         "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": spec.vision_hidden,
         "model_type": "clip_vision_model"
     })
+}
+
+/// A deterministic pseudo-random image in normalised pixel space (values in `[−1.8, 1.8)`).
+/// `[1, 3, size, size]`
+pub fn random_pixels(seed: u64, size: usize, device: &candle_core::Device) -> Result<candle_core::Tensor> {
+    let mut rng = SplitMix64::new(seed);
+    let data: Vec<f32> = (0..3 * size * size).map(|_| rng.next_f32() * 3.6 - 1.8).collect();
+    Ok(candle_core::Tensor::from_vec(data, (1, 3, size, size), device)?)
 }
 
 /// Writes a tiny random LLaVA-1.5 in `layout` into `dir` (created if needed), in `shards` weight files.

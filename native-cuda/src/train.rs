@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
 use crate::error::{Error, Result};
@@ -100,11 +100,6 @@ impl ProjectorTrainer {
     /// Saves the projector (`linear_1.weight`, `linear_1.bias`, ...) as safetensors.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.varmap.save(path).map_err(|e| Error::checkpoint(path, e.to_string()))
-    }
-
-    /// Every trainable variable.
-    pub fn vars(&self) -> Vec<Var> {
-        self.varmap.all_vars()
     }
 }
 

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device};
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter};
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, LLAVA_SHORT_ANSWER};
 use sparsevlm_cuda::models::llava::{Llava, LoadOptions};
 use sparsevlm_cuda::preprocess::PreprocessConfig;
 use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec};
@@ -29,7 +29,8 @@ fn every_method_and_budget_is_scored() {
     let items = read_easy_vqa(&data).unwrap();
     let tokenizer =
         PromptTokenizer::from_file(&model_dir, ImageToken::Special(model.config.image_token as u32)).unwrap();
-    let prompter = LlavaPrompter { tokenizer, template: PromptTemplate::LlavaHf };
+    let prompter =
+        LlavaPrompter { tokenizer, template: PromptTemplate::LlavaHf, instruction: Some(LLAVA_SHORT_ANSWER) };
     let methods =
         [EvalMethod::SparseVlmV15, EvalMethod::SparseVlmV20, EvalMethod::FastV, EvalMethod::PDrop, EvalMethod::Random];
     let points =

@@ -6,21 +6,17 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::SparseConfig;
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec, BOS};
+use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 
 fn options() -> LoadOptions {
     LoadOptions { device: Device::Cpu, dtype: DType::F32, vision_tower: None, progress: false }
 }
 
-/// A deterministic normalised image. `[1, 3, 336, 336]`
 fn pixels(seed: u64) -> Tensor {
-    let mut rng = SplitMix64::new(seed);
-    let data: Vec<f32> = (0..3 * 336 * 336).map(|_| rng.next_f32() * 3.6 - 1.8).collect();
-    Tensor::from_vec(data, (1, 3, 336, 336), &Device::Cpu).unwrap()
+    random_pixels(seed, 336, &Device::Cpu).unwrap()
 }
 
 fn prompt(image: i64) -> Vec<i64> {

@@ -4,11 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device, Tensor};
-use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::SparseConfig;
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec, BOS, EOS};
+use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS, EOS};
 use sparsevlm_cuda::train::{load_projector, Example, ProjectorTrainer};
 
 fn model(dir: &std::path::Path) -> Llava {
@@ -19,9 +18,7 @@ fn model(dir: &std::path::Path) -> Llava {
 }
 
 fn pixels(seed: u64) -> Tensor {
-    let mut rng = SplitMix64::new(seed);
-    let data: Vec<f32> = (0..3 * 336 * 336).map(|_| rng.next_f32() * 3.6 - 1.8).collect();
-    Tensor::from_vec(data, (1, 3, 336, 336), &Device::Cpu).unwrap()
+    random_pixels(seed, 336, &Device::Cpu).unwrap()
 }
 
 #[test]

@@ -6,13 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use ndarray::Array2;
-use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::{SparseConfig, Sparsifier};
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec, BOS};
+use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 use sparsevlm_tests::reference_llama::{AttentionForm, ReferenceLlama};
 use sparsevlm_tests::tolerance::{max_abs_diff, Tolerance};
 
@@ -26,9 +25,7 @@ fn candle_and_reference_decoders_decide_alike_for_every_method() {
     let reference = ReferenceLlama::load(tmp.path()).unwrap();
     assert_eq!(reference.dims.n_kv_heads, 2);
 
-    let mut rng = SplitMix64::new(11);
-    let pixels: Vec<f32> = (0..3 * 336 * 336).map(|_| rng.next_f32() * 3.6 - 1.8).collect();
-    let pixels = Tensor::from_vec(pixels, (1, 3, 336, 336), &Device::Cpu).unwrap();
+    let pixels = random_pixels(11, 336, &Device::Cpu).unwrap();
     let features = native.encode_image(&pixels).unwrap();
     let mut ids = vec![BOS as i64];
     ids.extend(3..30);

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use sparsevlm_core::{BaselineKeep, Budget, Method, SparseConfig};
 use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::eval::Prompter;
+use sparsevlm_cuda::eval::{LlavaPrompter, Prompter};
 use sparsevlm_cuda::mini::fetch;
 use sparsevlm_cuda::mini::model::{load_mini, MiniPrompter, ProjectorSource};
 use sparsevlm_cuda::models::llava::{Decoding, Llava, LoadOptions};
@@ -102,6 +102,20 @@ impl MethodArgs {
     }
 }
 
+/// sparsevlm-mini's parts cache.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// The parts cache (default: the user cache folder).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    pub fn dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(fetch::default_cache_dir)
+    }
+}
+
 /// Where the model is and how to run it.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -114,9 +128,8 @@ pub struct ModelArgs {
     /// sparsevlm-mini's trained projector.
     #[arg(long, default_value = "models/sparsevlm-mini/projector.safetensors")]
     pub projector: PathBuf,
-    /// sparsevlm-mini's parts cache (default: the user cache folder).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Original layout: the CLIP directory, if `mm_vision_tower` does not name a local one.
     #[arg(long)]
     pub vision_tower: Option<PathBuf>,
@@ -180,15 +193,11 @@ pub enum Family {
 }
 
 impl ModelArgs {
-    pub fn cache_dir(&self) -> PathBuf {
-        self.cache.clone().unwrap_or_else(fetch::default_cache_dir)
-    }
-
     pub fn load(&self) -> Result<Loaded> {
         let device = self.device.device()?;
         let dtype = self.device.dtype(&device)?;
         if self.mini {
-            let mini = load_mini(&self.cache_dir(), &ProjectorSource::File(self.projector.clone()), &device, dtype)?;
+            let mini = load_mini(&self.cache.dir(), &ProjectorSource::File(self.projector.clone()), &device, dtype)?;
             return Ok(Loaded {
                 model: mini.model,
                 family: Family::Mini { prompter: Box::new(mini.prompter), preprocess: mini.preprocess },
@@ -228,27 +237,6 @@ pub struct Prepared {
     pub square: Option<image::RgbImage>,
     /// Decodes answers and knows the stop tokens, when a tokenizer is available.
     pub text: Option<Box<dyn Prompter>>,
-}
-
-/// Plain LLaVA prompts (no short-answer instruction) for `run` and `score`.
-struct LlavaChat {
-    tokenizer: PromptTokenizer,
-    template: PromptTemplate,
-}
-
-impl Prompter for LlavaChat {
-    fn encode(&self, question: &str) -> sparsevlm_cuda::error::Result<Vec<i64>> {
-        Ok(self.tokenizer.encode(&self.template.render(question)?)?)
-    }
-
-    fn decode(&self, ids: &[u32]) -> sparsevlm_cuda::error::Result<String> {
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        Ok(self.tokenizer.decode(&ids)?)
-    }
-
-    fn stop_tokens(&self) -> Vec<u32> {
-        self.tokenizer.stop_token_ids()
-    }
 }
 
 fn parse_ids(spec: &str) -> Result<Vec<i64>> {
@@ -316,7 +304,11 @@ impl InputArgs {
                         None if model.config.layout == Layout::LlavaHf => PromptTemplate::LlavaHf,
                         None => PromptTemplate::VicunaV1,
                     };
-                    Some(Box::new(LlavaChat { tokenizer: PromptTokenizer::from_file(dir, image_token)?, template }))
+                    Some(Box::new(LlavaPrompter {
+                        tokenizer: PromptTokenizer::from_file(dir, image_token)?,
+                        template,
+                        instruction: None,
+                    }))
                 } else {
                     None
                 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, Prompter};
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER};
 use sparsevlm_cuda::heatmap::save_png;
 use sparsevlm_cuda::mini::fetch;
 use sparsevlm_cuda::preprocess::PreprocessConfig;
@@ -61,7 +61,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let loaded = args.model.load()?;
     let data = match (&args.data, args.model.mini) {
         (Some(d), _) => d.clone(),
-        (None, true) => fetch::fetch_part(&args.model.cache_dir(), &fetch::EASY_VQA)?.join("test"),
+        (None, true) => fetch::fetch_part(&args.model.cache.dir(), &fetch::EASY_VQA)?.join("test"),
         (None, false) => bail!("give the questions with --data DIR"),
     };
     let mut items = read_easy_vqa(&data)?;
@@ -81,7 +81,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
                 p if p.exists() => PreprocessConfig::from_json_file(&p)?,
                 _ => PreprocessConfig::clip(model.config.vision.image_size),
             };
-            (Box::new(LlavaPrompter { tokenizer: PromptTokenizer::from_file(dir, image_token)?, template }), config)
+            (
+                Box::new(LlavaPrompter {
+                    tokenizer: PromptTokenizer::from_file(dir, image_token)?,
+                    template,
+                    instruction: Some(LLAVA_SHORT_ANSWER),
+                }),
+                config,
+            )
         }
     };
     let methods: Vec<EvalMethod> = args.methods.iter().map(|m| m.method()).collect();

@@ -15,17 +15,16 @@ use sparsevlm_cuda::mini::model::{converted_backbone, load_mini, ProjectorSource
 use sparsevlm_cuda::preprocess;
 use sparsevlm_cuda::train::Example;
 
-use super::common::DeviceArgs;
+use super::common::{CacheArgs, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The parts cache (default: the user cache folder).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn fetch_mini(args: &FetchArgs) -> Result<()> {
-    let cache = args.cache.clone().unwrap_or_else(fetch::default_cache_dir);
+    let cache = args.cache.dir();
     fetch::fetch_all(&cache)?;
     let backbone = converted_backbone(&cache)?;
     println!("sparsevlm-mini parts are in {}", cache.display());
@@ -38,9 +37,8 @@ pub struct TrainArgs {
     /// Training data in the easy-VQA layout (default: easy-VQA train from the parts cache).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// The parts cache (default: the user cache folder).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Optimisation steps.
@@ -67,7 +65,7 @@ pub fn train_projector(args: &TrainArgs) -> Result<()> {
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
-    let cache = args.cache.clone().unwrap_or_else(fetch::default_cache_dir);
+    let cache = args.cache.dir();
     let device = args.device.device()?;
     let dtype = args.device.dtype(&device)?;
     let data = match &args.data {

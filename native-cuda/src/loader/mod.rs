@@ -122,13 +122,7 @@ impl std::fmt::Debug for RandomBackend {
 impl RandomBackend {
     pub fn new(seed: u64) -> Self {
         let mut rng = sparsevlm_core::rng::SplitMix64::new(seed);
-        // Box–Muller pairs.
-        let pool = (0..(1 << 20))
-            .map(|_| {
-                let (u, v) = (rng.next_f32().max(1e-7) as f64, rng.next_f32() as f64);
-                (0.02 * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-            })
-            .collect();
+        let pool = (0..(1 << 20)).map(|_| 0.02 * rng.next_normal()).collect();
         RandomBackend { pool }
     }
 

@@ -35,7 +35,7 @@ pub use error::{Result, SparseError};
 pub use layout::{Span, TokenLayout};
 pub use method::{BaselineKeep, Budget, Method, SparseConfig};
 pub use model::ModelDims;
-pub use numerics::{Numerics, RaterAttention, RaterQuery, Reduction};
+pub use numerics::{AsyncNumerics, Numerics, RaterAttention, RaterQuery, Ready, Reduction};
 pub use plan::{CompactionPlan, PositionMode, PrunePlan, TokenOrigin};
 pub use recipe::{KeepRule, Recipe, ScoreSource, Scorer, Stage};
 pub use sparsifier::{Pruned, ScoreRequest, Sparsifier};

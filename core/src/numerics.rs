@@ -6,6 +6,10 @@
 //! pairwise distances for recycling (§2.6), and the compaction gather (§11.3 item 5). Results that drive
 //! decisions come back to the host as small `Vec<f32>`s; the compacted hidden states stay on the device.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
 use crate::error::{Result, SparseError};
 use crate::gravity::GravityTable;
 use crate::plan::CompactionPlan;
@@ -97,4 +101,79 @@ pub trait Numerics {
     /// # Shapes
     /// `hidden`: `[plan.n_in, hidden]` → `[plan.n_out(), hidden]`.
     fn compact(&self, hidden: &Self::Tensor, plan: &CompactionPlan) -> Result<Self::Tensor>;
+}
+
+/// [`Numerics`] for backends whose results arrive asynchronously: in the browser, wgpu can only await a
+/// readback, never block on it. The methods and shapes are those of [`Numerics`].
+///
+/// Every [`Numerics`] is an `AsyncNumerics` through [`Ready`], so the sparsifier's logic is written once,
+/// against this trait.
+// No `Send` bound is wanted: the browser runs the model on one thread.
+#[allow(async_fn_in_trait)]
+pub trait AsyncNumerics {
+    /// The backend's tensor handle.
+    type Tensor;
+
+    /// See [`Numerics::rater_logits`].
+    async fn rater_logits(
+        &self,
+        embeddings: &Self::Tensor,
+        visual_rows: &[usize],
+        text_rows: &[usize],
+    ) -> Result<Vec<f32>>;
+
+    /// See [`Numerics::rater_probs`].
+    async fn rater_probs(
+        &self,
+        attention: RaterAttention<'_, Self::Tensor>,
+        query: &RaterQuery<'_>,
+    ) -> Result<Vec<f32>>;
+
+    /// See [`Numerics::pairwise_distances`].
+    async fn pairwise_distances(&self, hidden: &Self::Tensor, rows: &[usize]) -> Result<Vec<f32>>;
+
+    /// See [`Numerics::compact`].
+    async fn compact(&self, hidden: &Self::Tensor, plan: &CompactionPlan) -> Result<Self::Tensor>;
+}
+
+/// A synchronous [`Numerics`] seen as an [`AsyncNumerics`] whose futures are ready at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready<'a, N>(pub &'a N);
+
+impl<N: Numerics> AsyncNumerics for Ready<'_, N> {
+    type Tensor = N::Tensor;
+
+    async fn rater_logits(
+        &self,
+        embeddings: &Self::Tensor,
+        visual_rows: &[usize],
+        text_rows: &[usize],
+    ) -> Result<Vec<f32>> {
+        self.0.rater_logits(embeddings, visual_rows, text_rows)
+    }
+
+    async fn rater_probs(
+        &self,
+        attention: RaterAttention<'_, Self::Tensor>,
+        query: &RaterQuery<'_>,
+    ) -> Result<Vec<f32>> {
+        self.0.rater_probs(attention, query)
+    }
+
+    async fn pairwise_distances(&self, hidden: &Self::Tensor, rows: &[usize]) -> Result<Vec<f32>> {
+        self.0.pairwise_distances(hidden, rows)
+    }
+
+    async fn compact(&self, hidden: &Self::Tensor, plan: &CompactionPlan) -> Result<Self::Tensor> {
+        self.0.compact(hidden, plan)
+    }
+}
+
+/// Runs a future that awaits only [`Ready`] numerics: it completes on its first poll.
+pub(crate) fn complete_now<F: Future>(future: F) -> Result<F::Output> {
+    let mut context = Context::from_waker(Waker::noop());
+    match pin!(future).as_mut().poll(&mut context) {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => Err(SparseError::Protocol("a synchronous numerics call did not complete at once".into())),
+    }
 }

@@ -19,7 +19,9 @@ use crate::gravity::GravityTable;
 use crate::layout::TokenLayout;
 use crate::method::SparseConfig;
 use crate::model::ModelDims;
-use crate::numerics::{GravityInputs, Numerics, RaterAttention, RaterQuery, Reduction};
+use crate::numerics::{
+    complete_now, AsyncNumerics, GravityInputs, Numerics, RaterAttention, RaterQuery, Ready, Reduction,
+};
 use crate::plan::{CompactionPlan, PositionMode, PrunePlan, TokenOrigin};
 use crate::raters::{self, RaterSelection};
 use crate::recipe::{KeepRule, Recipe, ScoreSource, Scorer, Stage};
@@ -132,12 +134,17 @@ impl Sparsifier {
 
     /// Selects the text raters from the input embeddings of the whole prompt (`[seq_len, hidden]`).
     pub fn select_raters<N: Numerics>(&mut self, numerics: &N, embeddings: &N::Tensor) -> Result<()> {
+        complete_now(self.select_raters_async(&Ready(numerics), embeddings))?
+    }
+
+    /// [`Sparsifier::select_raters`] with numerics that answer asynchronously.
+    pub async fn select_raters_async<N: AsyncNumerics>(&mut self, numerics: &N, embeddings: &N::Tensor) -> Result<()> {
         if !self.needs_raters() {
             return Err(SparseError::Protocol("raters are not needed or were already selected".into()));
         }
         let text: Vec<usize> = self.layout.text_after_images().collect();
         let visual = self.layout.visual_indices();
-        let logits = numerics.rater_logits(embeddings, &visual, &text)?;
+        let logits = numerics.rater_logits(embeddings, &visual, &text).await?;
         match raters::select_raters(&logits, visual.len(), text.len())? {
             Some(selection) => {
                 self.trace.raters = Some(selection.clone());
@@ -209,6 +216,17 @@ impl Sparsifier {
         attention: Option<RaterAttention<'_, N::Tensor>>,
         hidden: &N::Tensor,
     ) -> Result<Option<Pruned<N::Tensor>>> {
+        complete_now(self.prune_async(&Ready(numerics), layer, attention, hidden))?
+    }
+
+    /// [`Sparsifier::prune`] with numerics that answer asynchronously.
+    pub async fn prune_async<N: AsyncNumerics>(
+        &mut self,
+        numerics: &N,
+        layer: usize,
+        attention: Option<RaterAttention<'_, N::Tensor>>,
+        hidden: &N::Tensor,
+    ) -> Result<Option<Pruned<N::Tensor>>> {
         let request = self.request(layer)?.ok_or_else(|| {
             SparseError::Protocol(format!("layer {layer} is not the next pruning layer of this prompt"))
         })?;
@@ -237,7 +255,7 @@ impl Sparsifier {
             seq_len_out: self.origins.len(),
             gravity_clamped: 0,
         };
-        self.score(numerics, &stage, &request, attention, &mut event)?;
+        self.score(numerics, &stage, &request, attention, &mut event).await?;
         event.decision = match stage.keep {
             KeepRule::Fixed(k) => schedule::table_keep(k, v_in, self.recipe.compat),
             KeepRule::Rank { scale, bias } => {
@@ -268,7 +286,7 @@ impl Sparsifier {
             let n_rec = schedule::recycle_count(dropped.len());
             let recycled = recycle::recycled_tokens(&event.scores, &dropped, n_rec);
             let rows: Vec<usize> = recycled.iter().map(|&s| self.visual_rows[s]).collect();
-            let dist = numerics.pairwise_distances(hidden, &rows)?;
+            let dist = numerics.pairwise_distances(hidden, &rows).await?;
             let clustering: Clustering = recycle::dpc_knn(&dist, rows.len(), schedule::cluster_count(n_rec))?;
             groups = clustering.groups().iter().map(|g| g.iter().map(|&i| rows[i]).collect()).collect();
             centre_rows = clustering.centers.iter().map(|&c| rows[c]).collect();
@@ -277,7 +295,7 @@ impl Sparsifier {
         }
 
         let plan = self.build_plan(layer, &is_kept, &groups, &centre_rows);
-        let hidden = numerics.compact(hidden, &plan.compaction)?;
+        let hidden = numerics.compact(hidden, &plan.compaction).await?;
         event.kept_origins = kept.iter().map(|&s| self.origins[self.visual_rows[s]]).collect();
         event.kept_slots = kept;
         event.visual_after = plan.visual_rows.iter().map(|&r| plan.origins[r]).collect();
@@ -291,7 +309,7 @@ impl Sparsifier {
     }
 
     /// Fills `event.scores` (and heads, rank) from the attention, or from the seeded generator.
-    fn score<N: Numerics>(
+    async fn score<N: AsyncNumerics>(
         &self,
         numerics: &N,
         stage: &Stage,
@@ -333,7 +351,7 @@ impl Sparsifier {
             gravity,
             reduction: if rank_rule { Reduction::RatersOverHeads } else { Reduction::HeadsOverRaters },
         };
-        let probs = numerics.rater_probs(attention, &query)?;
+        let probs = numerics.rater_probs(attention, &query).await?;
         if rank_rule {
             // P = head-mean rater×visual matrix [r, v]; its rank sets K, its column means are the scores.
             event.scores = score::mean_over_raters(&probs, n_r, v_in)?;

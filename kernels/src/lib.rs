@@ -9,14 +9,14 @@
 pub struct Kernel {
     /// Shared entry name: `extern "C" __global__` in CUDA and `@compute fn` in WGSL.
     pub name: &'static str,
-    /// CUDA C++ source.
-    pub cuda: &'static str,
-    /// WGSL source.
+    /// CUDA C++ source, compiled with NVRTC (`None` until the CUDA twin is written).
+    pub cuda: Option<&'static str>,
+    /// WGSL source: one module whose compute entry point is `name`, using every binding it declares
+    /// (binding 0 is the parameter uniform, then the storage buffers in call order).
     pub wgsl: &'static str,
 }
 
-/// Every kernel of the project. Empty until the first kernel pair lands.
-pub const KERNELS: &[Kernel] = &[];
+include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
 /// Looks a kernel up by its entry name.
 pub fn kernel(name: &str) -> Option<&'static Kernel> {

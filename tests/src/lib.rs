@@ -8,6 +8,7 @@
 //! - [`golden`]: the comparison of a run with a fixture run, shared by every implementation's suite;
 //! - [`tolerance`]: the comparison formula shared by every numeric check.
 
+pub mod backends;
 pub mod fixtures;
 pub mod golden;
 pub mod reference_llama;

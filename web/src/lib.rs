@@ -1,8 +1,14 @@
 //! # sparsevlm-web
 //!
-//! The wgpu backend of sparsevlm. It will run the small demo VLM with wgpu compute, natively on Vulkan
-//! and in the browser on WebGPU, implementing [`sparsevlm_core::Numerics`] with the WGSL twins of the
-//! CUDA kernels in `kernels/wgsl/`.
-//!
-//! Not implemented yet: this crate currently contains no GPU code. Every pruning decision it will need
-//! already exists, tested, in `sparsevlm-core`.
+//! The wgpu backend of sparsevlm: the small demo VLM (sparsevlm-mini) with wgpu compute, natively on
+//! Vulkan and in the browser on WebGPU. It implements [`sparsevlm_core::AsyncNumerics`] with the WGSL
+//! twins in `kernels/wgsl/`; every pruning decision comes from `sparsevlm-core`, unchanged.
+
+pub mod bundle;
+pub mod context;
+pub mod error;
+pub mod tensor;
+
+pub use context::GpuContext;
+pub use error::{Result, WebError};
+pub use tensor::{DType, GpuTensor};

@@ -6,15 +6,25 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks: the Rust components and protoc (Debian's protobuf-compiler).
+# Install what a fresh machine lacks: Rust components, the wasm target, protoc, Mesa's CPU Vulkan driver.
 setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
     rustup component add rustfmt clippy
-    command -v protoc >/dev/null || (if [ "$(id -u)" -eq 0 ]; then apt-get install -y protobuf-compiler; else sudo apt-get install -y protobuf-compiler; fi)
+    rustup target add wasm32-unknown-unknown
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    command -v protoc >/dev/null || $SUDO apt-get install -y protobuf-compiler
+    [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || $SUDO apt-get install -y mesa-vulkan-drivers libvulkan1
 
-# The CPU suite: formatting, lints with warnings as errors, and every test (golden parity included).
-test: fmt-check lint
-    cargo test --workspace --all-targets
+# The suite CI runs: formatting, lints, every test (the wgpu suite must find a Vulkan adapter), wasm build.
+test: fmt-check lint wasm
+    SPARSEVLM_REQUIRE_WGPU=1 XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" cargo test --workspace --all-targets
     cargo test --workspace --doc
+
+# The browser build of the wgpu backend, with its lints.
+wasm:
+    cargo clippy -p sparsevlm-web --target wasm32-unknown-unknown -- -D warnings
+    cargo build -p sparsevlm-web --target wasm32-unknown-unknown
 
 # Format the code.
 fmt:

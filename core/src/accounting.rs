@@ -54,6 +54,15 @@ impl Accounting {
     }
 }
 
+/// How much smaller `pruned` is than `dense`, in percent (0 when `dense` is 0).
+pub fn saved_percent(pruned: f64, dense: f64) -> f64 {
+    if dense > 0.0 {
+        100.0 * (1.0 - pruned / dense)
+    } else {
+        0.0
+    }
+}
+
 fn mean(values: &[usize]) -> f64 {
     if values.is_empty() {
         return 0.0;

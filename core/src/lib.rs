@@ -17,6 +17,7 @@ pub mod method;
 pub mod model;
 pub mod numerics;
 pub mod plan;
+pub mod preprocess;
 pub mod rank;
 pub mod raters;
 pub mod recipe;

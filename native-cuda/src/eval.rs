@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use candle_core::Tensor;
 use serde::Serialize;
-use sparsevlm_core::{BaselineKeep, Budget, Method, SparseConfig};
+use sparsevlm_core::SparseConfig;
 
 use crate::data::{normalize_answer, VqaItem};
 use crate::error::Result;
@@ -58,41 +58,8 @@ impl Prompter for LlavaPrompter {
     }
 }
 
-/// The methods compared by `eval`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum EvalMethod {
-    SparseVlmV15,
-    SparseVlmV20,
-    FastV,
-    PDrop,
-    Random,
-}
-
-impl EvalMethod {
-    pub fn label(&self) -> &'static str {
-        match self {
-            EvalMethod::SparseVlmV15 => "SparseVLM v1.5",
-            EvalMethod::SparseVlmV20 => "SparseVLM v2.0",
-            EvalMethod::FastV => "FastV",
-            EvalMethod::PDrop => "PDrop",
-            EvalMethod::Random => "random",
-        }
-    }
-
-    /// The configuration at `budget` retained tokens. Every method is solved for the same equivalent
-    /// token count (within one token), so that the comparison is fair on any depth; the official tables
-    /// would give, e.g., 195.8 instead of 192 on a 30-layer model.
-    pub fn config(&self, budget: u32) -> SparseConfig {
-        let method = match self {
-            EvalMethod::SparseVlmV15 => Method::SparseVlmV15 { budget: Budget::Solve(budget) },
-            EvalMethod::SparseVlmV20 => Method::SparseVlmV20 { budget: Budget::Solve(budget), priority_heads: None },
-            EvalMethod::FastV => Method::FastV { k: 2, keep: BaselineKeep::Budget(budget) },
-            EvalMethod::PDrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(budget) },
-            EvalMethod::Random => Method::Random { budget: Budget::Solve(budget), seed: 0 },
-        };
-        SparseConfig { method, ..SparseConfig::default() }
-    }
-}
+/// The methods compared by `eval` (defined in the core, shared with the browser demo).
+pub use sparsevlm_core::method::Compared as EvalMethod;
 
 /// Accuracy of one method at one budget.
 #[derive(Debug, Clone, Serialize)]

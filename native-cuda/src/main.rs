@@ -31,6 +31,8 @@ enum Command {
     FetchMini(cli::mini::FetchArgs),
     /// Train sparsevlm-mini's projector on easy-VQA (vision tower and LLM frozen).
     TrainProjector(cli::mini::TrainArgs),
+    /// Write sparsevlm-mini's web bundle (one safetensors file and tokenizer.json) for the wgpu backend.
+    ExportWeb(cli::mini::ExportArgs),
     /// Show what a method and budget do to a model: per-layer tokens, equivalent tokens, FLOPs, KV cache.
     Plan(PlanArgs),
 }
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::eval(args),
         Command::FetchMini(args) => cli::mini::fetch_mini(args),
         Command::TrainProjector(args) => cli::mini::train_projector(args),
+        Command::ExportWeb(args) => cli::mini::export_web(args),
         Command::Plan(args) => run_plan(args),
     };
     match result {

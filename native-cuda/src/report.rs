@@ -102,14 +102,7 @@ pub fn heatmap_panels(trace: &PruneTrace, layout: &TokenLayout, grid: usize) -> 
     panels
 }
 
-/// How much smaller `pruned` is than `dense`, in percent (0 when `dense` is 0).
-pub fn saved_percent(pruned: f64, dense: f64) -> f64 {
-    if dense > 0.0 {
-        100.0 * (1.0 - pruned / dense)
-    } else {
-        0.0
-    }
-}
+pub use sparsevlm_core::accounting::saved_percent;
 
 /// Human-readable savings against a dense prefill of the same prompt.
 pub fn savings(dims: &ModelDims, pruned: &Accounting, seq_len: usize, n_visual: usize) -> Vec<String> {

@@ -12,6 +12,7 @@ pub mod backends;
 pub mod fixtures;
 pub mod golden;
 pub mod reference_llama;
+pub mod reference_ops;
 pub mod tolerance;
 
 /// Errors of the test support code.

@@ -299,6 +299,18 @@ impl GpuContext {
         Ok(out)
     }
 
+    /// Waits until the GPU has finished everything recorded so far (for honest timings).
+    pub async fn sync(&self) -> Result<()> {
+        self.flush();
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = sender.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| WebError::Readback(e.to_string()))?;
+        receiver.await.map_err(|_| WebError::Readback("the device was lost while waiting for it".into()))
+    }
+
     /// Reads an f32 tensor back.
     pub async fn read(&self, tensor: &GpuTensor) -> Result<Vec<f32>> {
         if tensor.dtype() != crate::tensor::DType::F32 {

@@ -149,6 +149,20 @@ impl GpuTensor {
         Ok(Self { shape: shape.to_vec(), ..self.clone() })
     }
 
+    /// The first `rows` rows (outermost dimension) of the same buffer: a view, no copy (KV-cache prefixes).
+    pub fn prefix(&self, rows: usize) -> Result<Self> {
+        let Some((&outer, inner)) = self.shape.split_first() else {
+            return Err(WebError::shape("prefix", "a tensor with at least one dimension", &self.shape));
+        };
+        if rows > outer {
+            return Err(WebError::shape("prefix", format!("at most {outer} rows"), rows));
+        }
+        let mut shape = vec![rows];
+        shape.extend_from_slice(inner);
+        let bytes = (shape.iter().product::<usize>() * self.dtype.size()) as u64;
+        Ok(Self { shape, bytes, ..self.clone() })
+    }
+
     /// Checks the shape, for kernels that validate their inputs.
     pub fn expect_shape(&self, op: &'static str, shape: &[usize]) -> Result<()> {
         if self.shape != shape {

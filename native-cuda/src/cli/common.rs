@@ -276,7 +276,7 @@ impl InputArgs {
                 .into_iter()
                 .chain(model.config.vision_dir.iter().map(|d| d.join("preprocessor_config.json")))
                 .find(|p| p.exists())
-                .map(|p| PreprocessConfig::from_json_file(&p))
+                .map(|p| preprocess::read_config(&p))
                 .transpose()?,
         };
         let (pixels, square) = match (&self.pixel_values, &self.image) {
@@ -287,7 +287,7 @@ impl InputArgs {
                 let image = preprocess::load_image(path)?;
                 let pre = preprocess::preprocess(&image, &config)?;
                 let t = Tensor::from_vec(pre.pixels, (1, 3, pre.height, pre.width), device)?;
-                (t, Some(pre.square))
+                (t, Some(preprocess::to_rgb_image(pre.square)?))
             }
             (None, None) => bail!("give an image with --image (or exact --pixel-values)"),
         };

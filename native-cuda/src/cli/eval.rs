@@ -9,7 +9,7 @@ use sparsevlm_cuda::data::read_easy_vqa;
 use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER};
 use sparsevlm_cuda::heatmap::save_png;
 use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::preprocess::PreprocessConfig;
+use sparsevlm_cuda::preprocess::{read_config, PreprocessConfig};
 use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 
 use super::common::{Family, ModelArgs};
@@ -78,7 +78,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             };
             let template = if id_is_hf(model) { PromptTemplate::LlavaHf } else { PromptTemplate::VicunaV1 };
             let config = match dir.join("preprocessor_config.json") {
-                p if p.exists() => PreprocessConfig::from_json_file(&p)?,
+                p if p.exists() => read_config(&p)?,
                 _ => PreprocessConfig::clip(model.config.vision.image_size),
             };
             (

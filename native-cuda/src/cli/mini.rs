@@ -1,5 +1,5 @@
-//! `sparsevlm fetch-mini` (get and convert sparsevlm-mini's parts) and `sparsevlm train-projector`
-//! (train its projector on easy-VQA, LLaVA stage-1 style).
+//! `sparsevlm fetch-mini` (get and convert sparsevlm-mini's parts), `sparsevlm train-projector` (train its
+//! projector on easy-VQA, LLaVA stage-1 style) and `sparsevlm export-web` (write its web bundle).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,8 +10,9 @@ use candle_core::{DType, Tensor};
 use clap::Args;
 use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_cuda::data::read_easy_vqa;
+use sparsevlm_cuda::mini::bundle::export_bundle;
 use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::mini::model::{converted_backbone, load_mini, ProjectorSource};
+use sparsevlm_cuda::mini::model::{converted_backbone, load_mini, MiniParts, ProjectorSource};
 use sparsevlm_cuda::preprocess;
 use sparsevlm_cuda::train::Example;
 
@@ -29,6 +30,48 @@ pub fn fetch_mini(args: &FetchArgs) -> Result<()> {
     let backbone = converted_backbone(&cache)?;
     println!("sparsevlm-mini parts are in {}", cache.display());
     println!("DINOv2 backbone: {}", backbone.display());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output folder (default: `web` inside the parts cache).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A trained projector (default: an untrained projector, seeded by --seed).
+    #[arg(long)]
+    pub projector: Option<PathBuf>,
+    /// Seed of the untrained projector.
+    #[arg(long, default_value_t = 0, conflicts_with = "projector")]
+    pub seed: u64,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+pub fn export_web(args: &ExportArgs) -> Result<()> {
+    let cache = args.cache.dir();
+    let projector = match &args.projector {
+        Some(path) => ProjectorSource::File(path.clone()),
+        None => {
+            eprintln!("no --projector: exporting an untrained projector (seed {})", args.seed);
+            ProjectorSource::Untrained { seed: args.seed, lr: 1e-3 }
+        }
+    };
+    let parts = MiniParts::cached(&cache, projector)?;
+    let out = args.out.clone().unwrap_or_else(|| cache.join("web"));
+    let started = Instant::now();
+    let config = export_bundle(&parts, &out)?;
+    let weights = out.join(sparsevlm_web::bundle::WEIGHTS_FILE);
+    let size = std::fs::metadata(&weights).with_context(|| format!("reading {}", weights.display()))?.len();
+    println!("{}", config.description);
+    println!(
+        "web bundle written to {} ({:.1} MB, {} quantised matrices, {} visual tokens; {:.0} s)",
+        out.display(),
+        size as f64 / 1e6,
+        config.quantised.len(),
+        config.n_visual(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use crate::config::{Layout, LlavaConfig, Projector as ProjectorKind, VisionActivation, VisionConfig};
+use crate::config::{Layout, LlavaConfig, Projector as ProjectorKind, TextConfig, VisionActivation, VisionConfig};
 use crate::error::{Error, Result};
 use crate::eval::Prompter;
 use crate::mini::chat::{self, ChatTokenizer, IMAGE_TOKEN_INDEX};
@@ -17,6 +17,7 @@ use crate::mini::fetch::{self, DINOV2_ONNX, SMOLLM2};
 use crate::mini::gguf::load_gguf_llm;
 use crate::mini::onnx::{convert_dinov2, load_dinov2};
 use crate::models::clip::Projector;
+use crate::models::dinov2::Dinov2Config;
 use crate::models::llava::{Llava, VisionTower};
 use crate::preprocess::PreprocessConfig;
 use crate::train::{load_projector, ProjectorTrainer};
@@ -54,7 +55,7 @@ pub struct MiniPrompter {
 impl MiniPrompter {
     /// The prompt for `question`, with the short-answer instruction.
     pub fn prompt(&self, question: &str) -> Result<Vec<i64>> {
-        self.chat.encode(&chat::render(None, &chat::user_with_image(&format!("{question} {SHORT_ANSWER}"))))
+        self.chat.encode(&prompt_text(question))
     }
 
     /// Answer tokens for training: the answer text followed by `<|im_end|>`.
@@ -79,12 +80,23 @@ impl Prompter for MiniPrompter {
     }
 }
 
+/// The chat prompt text for `question`: the image first in the user turn, then the question and the
+/// short-answer instruction.
+pub fn prompt_text(question: &str) -> String {
+    chat::render(None, &chat::user_with_image(&format!("{question} {SHORT_ANSWER}")))
+}
+
 /// LLaVA-1.5 preprocessing with ImageNet statistics.
 pub fn preprocess_config() -> PreprocessConfig {
+    preprocess_config_at(IMAGE_SIZE)
+}
+
+/// LLaVA-1.5 preprocessing with ImageNet statistics to `image_size` px.
+pub fn preprocess_config_at(image_size: usize) -> PreprocessConfig {
     PreprocessConfig {
         image_mean: [0.485, 0.456, 0.406],
         image_std: [0.229, 0.224, 0.225],
-        ..PreprocessConfig::clip(IMAGE_SIZE)
+        ..PreprocessConfig::clip(image_size)
     }
 }
 
@@ -101,19 +113,40 @@ pub fn converted_backbone(cache: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The parts sparsevlm-mini is assembled from.
+#[derive(Debug, Clone)]
+pub struct MiniParts {
+    /// A LLaMA-architecture GGUF (SmolLM2-135M-Instruct for sparsevlm-mini).
+    pub gguf: PathBuf,
+    /// A DINOv2 backbone as written by [`convert_dinov2`].
+    pub backbone: PathBuf,
+    pub projector: ProjectorSource,
+    /// The input side in pixels ([`IMAGE_SIZE`] for sparsevlm-mini).
+    pub image_size: usize,
+}
+
+impl MiniParts {
+    /// The released parts in `cache` (fetched and converted if missing).
+    pub fn cached(cache: &Path, projector: ProjectorSource) -> Result<Self> {
+        let gguf = fetch::fetch_part(cache, &SMOLLM2)?;
+        let backbone = converted_backbone(cache)?;
+        Ok(MiniParts { gguf, backbone, projector, image_size: IMAGE_SIZE })
+    }
+}
+
 /// Loads sparsevlm-mini from the parts in `cache` (fetched if missing) and a projector.
 pub fn load_mini(cache: &Path, projector: &ProjectorSource, device: &Device, dtype: DType) -> Result<Mini> {
-    let gguf = fetch::fetch_part(cache, &SMOLLM2)?;
-    let backbone = converted_backbone(cache)?;
-    let llm = load_gguf_llm(&gguf, dtype, device)?;
-    let dino = load_dinov2(&backbone, dtype, device)?;
-    let d = dino.config().clone();
+    assemble_mini(&MiniParts::cached(cache, projector.clone())?, device, dtype)
+}
+
+/// The LLaVA config of a mini model: `text` decoder, DINOv2 backbone `d` at `image_size` px, `mlp2x_gelu`.
+pub fn mini_config(text: TextConfig, d: &Dinov2Config, image_size: usize) -> LlavaConfig {
     let vision = VisionConfig {
         hidden: d.hidden,
         intermediate: d.mlp,
         layers: d.layers,
         heads: d.heads,
-        image_size: IMAGE_SIZE,
+        image_size,
         patch_size: d.patch_size,
         channels: d.channels,
         layer_norm_eps: d.layer_norm_eps,
@@ -121,20 +154,28 @@ pub fn load_mini(cache: &Path, projector: &ProjectorSource, device: &Device, dty
         select_layer: -1,
         drop_cls: true,
     };
-    let config = LlavaConfig {
+    LlavaConfig {
         layout: Layout::LlavaHf,
-        text: llm.config.clone(),
+        text,
         vision,
         projector: ProjectorKind::MlpGelu { depth: 2 },
         image_token: IMAGE_TOKEN_INDEX,
         vision_dir: None,
-    };
+    }
+}
+
+/// Assembles a mini model from `parts`.
+pub fn assemble_mini(parts: &MiniParts, device: &Device, dtype: DType) -> Result<Mini> {
+    let llm = load_gguf_llm(&parts.gguf, dtype, device)?;
+    let dino = load_dinov2(&parts.backbone, dtype, device)?;
+    let d = dino.config().clone();
+    let config = mini_config(llm.config.clone(), &d, parts.image_size);
     let shapes = [(d.hidden, llm.config.hidden), (llm.config.hidden, llm.config.hidden)];
     let placeholder =
         Projector::load(&candle_nn::VarBuilder::zeros(dtype, device), &["a".into(), "b".into()], &shapes)?;
     let prompter = MiniPrompter { chat: ChatTokenizer::from_gguf(&llm.tokenizer)? };
     let mut model = Llava::from_parts(config, VisionTower::Dinov2(dino), placeholder, llm.llama, device, dtype);
-    let trainer = match projector {
+    let trainer = match &parts.projector {
         ProjectorSource::File(path) => {
             if !path.exists() {
                 return Err(Error::Input(format!(
@@ -151,5 +192,5 @@ pub fn load_mini(cache: &Path, projector: &ProjectorSource, device: &Device, dty
             Some(trainer)
         }
     };
-    Ok(Mini { model, prompter, preprocess: preprocess_config(), trainer })
+    Ok(Mini { model, prompter, preprocess: preprocess_config_at(parts.image_size), trainer })
 }

@@ -1,0 +1,214 @@
+//! sparsevlm-mini assembled on wgpu: image → DINOv2 → projector → SmolLM2 with SparseVLM pruning, the
+//! same recipe and prompt as the native model (`native-cuda/src/mini/model.rs`, LLaVA-1.5's `generate`).
+
+use sparsevlm_core::method::Compared;
+use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
+use tokenizers::Tokenizer;
+
+use crate::bundle::BundleConfig;
+use crate::clock::Stopwatch;
+use crate::context::GpuContext;
+use crate::error::{Result, WebError};
+use crate::model::concat_rows;
+use crate::model::llm::Llm;
+use crate::model::sampler::{Decoding, Sampler};
+use crate::model::vision::Vision;
+use crate::model::weights::WeightSource;
+
+/// Placeholders of [`crate::bundle::PromptConfig::template`].
+const IMAGE: &str = "{image}";
+const QUESTION: &str = "{question}";
+
+/// Generation settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerOptions {
+    pub max_new_tokens: usize,
+    pub decoding: Decoding,
+}
+
+impl Default for AnswerOptions {
+    fn default() -> Self {
+        Self { max_new_tokens: 16, decoding: Decoding::Greedy }
+    }
+}
+
+/// Where the time went, in milliseconds (the GPU finished each stage before its clock stopped).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub vision_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub decode_tokens: usize,
+}
+
+impl Timings {
+    /// Decoded tokens per second (after the first token).
+    pub fn tokens_per_s(&self) -> f64 {
+        if self.decode_ms > 0.0 {
+            self.decode_tokens as f64 / (self.decode_ms / 1e3)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// An answer and everything the pruning decided on the way.
+#[derive(Debug)]
+pub struct Answer {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    /// Logits of the last prefill position. `[vocab]`
+    pub prefill_logits: Vec<f32>,
+    pub timings: Timings,
+    /// Kept tokens, scores, positions and accounting of this prompt.
+    pub sparsifier: Sparsifier,
+}
+
+/// The model, loaded on a GPU context.
+#[derive(Debug)]
+pub struct MiniModel {
+    pub config: BundleConfig,
+    pub vision: Vision,
+    pub llm: Llm,
+    tokenizer: Tokenizer,
+}
+
+impl MiniModel {
+    /// Loads a bundle from its bytes (`sparsevlm-mini.safetensors` and `tokenizer.json`). `progress` hears
+    /// the fraction of the weights uploaded and what is loading.
+    pub fn load(
+        ctx: &GpuContext,
+        weights: &[u8],
+        tokenizer_json: &[u8],
+        progress: &mut dyn FnMut(f64, &str),
+    ) -> Result<Self> {
+        let src = WeightSource::parse(weights)?;
+        let template = &src.config.prompt.template;
+        if template.matches(IMAGE).count() != 1 || template.matches(QUESTION).count() != 1 {
+            return Err(WebError::Weights(format!(
+                "the prompt template needs one {IMAGE} and one {QUESTION}: {template:?}"
+            )));
+        }
+        let tokenizer = Tokenizer::from_bytes(tokenizer_json).map_err(|e| WebError::Tokenizer(e.to_string()))?;
+        progress(0.0, "vision tower");
+        let vision = Vision::load(ctx, &src)?;
+        progress(0.25, "language model");
+        let llm = Llm::load(ctx, &src)?;
+        ctx.take_error()?;
+        progress(1.0, "ready");
+        Ok(Self { config: src.config.clone(), vision, llm, tokenizer })
+    }
+
+    /// Prompt ids before and after the image for `question`.
+    pub fn prompt_ids(&self, question: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let question = question.trim();
+        if question.is_empty() {
+            return Err(WebError::Input("the question is empty".into()));
+        }
+        let text = self.config.prompt.template.replace(QUESTION, question);
+        let (before, after) = text
+            .split_once(IMAGE)
+            .ok_or_else(|| WebError::Weights("the prompt template has no image placeholder".into()))?;
+        Ok((self.encode(before)?, self.encode(after)?))
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self.tokenizer.encode(text, false).map_err(|e| WebError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of generated ids, special tokens left out.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, true).map_err(|e| WebError::Tokenizer(e.to_string()))
+    }
+
+    /// Answers `question` about normalised pixels `[3, S, S]` with `sparse` pruning. `on_text` hears the
+    /// answer as it grows, token by token.
+    pub async fn answer(
+        &self,
+        ctx: &GpuContext,
+        pixels: &[f32],
+        question: &str,
+        sparse: &SparseConfig,
+        options: &AnswerOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        if options.max_new_tokens == 0 {
+            return Err(WebError::Input("max_new_tokens must be at least 1".into()));
+        }
+        let (before, after) = self.prompt_ids(question)?;
+        let mut sampler = Sampler::new(options.decoding)?;
+        let clock = Stopwatch::start();
+        let features = self.vision.forward(ctx, pixels)?; // [V, D]
+        ctx.sync().await?;
+        let vision_ms = clock.ms();
+
+        let clock = Stopwatch::start();
+        let n_visual = features.shape()[0];
+        let mut parts = Vec::new();
+        let embedded_before = if before.is_empty() { None } else { Some(self.llm.embed(ctx, &before)?) };
+        let embedded_after = if after.is_empty() { None } else { Some(self.llm.embed(ctx, &after)?) };
+        parts.extend(embedded_before.as_ref());
+        parts.push(&features);
+        parts.extend(embedded_after.as_ref());
+        let embeddings = concat_rows(ctx, &parts)?; // [L, D]
+        let seq_len = before.len() + n_visual + after.len();
+        let layout = TokenLayout::new(seq_len, vec![Span { start: before.len(), end: before.len() + n_visual }])?;
+        let mut sparsifier = Sparsifier::new(sparse, &self.llm.dims(), layout)?;
+        let mut caches = self.llm.caches(ctx, seq_len + options.max_new_tokens + 1)?;
+        let hidden = self.llm.prefill(ctx, embeddings, &mut sparsifier, &mut caches).await?;
+        let mut logits = ctx.read(&self.llm.logits(ctx, &hidden)?).await?;
+        let prefill_logits = logits.clone();
+        let prefill_ms = clock.ms();
+
+        let clock = Stopwatch::start();
+        let stop = &self.config.prompt.stop_tokens;
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        for step in 0..options.max_new_tokens {
+            let token = sampler.sample(&logits)?;
+            tokens.push(token);
+            if stop.contains(&token) {
+                break;
+            }
+            let now = self.decode_text(&tokens)?;
+            if let Some(delta) = now.strip_prefix(text.as_str()) {
+                if !delta.is_empty() {
+                    on_text(delta);
+                }
+            }
+            text = now;
+            if step + 1 == options.max_new_tokens {
+                break;
+            }
+            let hidden = self.llm.decode(ctx, token, step, &sparsifier, &mut caches)?;
+            logits = ctx.read(&self.llm.logits(ctx, &hidden)?).await?;
+        }
+        ctx.take_error()?;
+        let timings =
+            Timings { vision_ms, prefill_ms, decode_ms: clock.ms(), decode_tokens: tokens.len().saturating_sub(1) };
+        Ok(Answer { tokens, text, prefill_logits, timings, sparsifier })
+    }
+}
+
+/// The configuration of a method name at a budget (budgets are solved so that methods compare fairly).
+pub fn method_config(method: &str, budget: u32, n_visual: usize) -> Result<(SparseConfig, String), WebError> {
+    if method.trim().eq_ignore_ascii_case("dense") {
+        return Ok((SparseConfig::dense(), "dense".into()));
+    }
+    let compared = Compared::parse(method).ok_or_else(|| {
+        WebError::Input(format!("unknown method `{method}`: use dense, v1.5, v2.0, fastv, pdrop or random"))
+    })?;
+    if budget == 0 || budget as usize > n_visual {
+        return Err(WebError::Input(format!(
+            "the budget must be between 1 and {n_visual} visual tokens, got {budget}"
+        )));
+    }
+    if budget as usize == n_visual {
+        return Ok((SparseConfig::dense(), format!("{} at {budget} (no pruning)", compared.label())));
+    }
+    Ok((compared.config(budget), format!("{} at {budget}", compared.label())))
+}

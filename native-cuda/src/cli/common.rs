@@ -139,7 +139,7 @@ pub struct ModelArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N`, or `wgpu` (sparsevlm-mini on Vulkan through the wgpu backend; `run` only).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Weight and activation type (default: f32 on CPU, bf16 on CUDA).
@@ -155,7 +155,7 @@ impl DeviceArgs {
             other => other
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .ok_or_else(|| anyhow!("unknown device {other:?}: use cpu, cuda or cuda:N"))?,
+                .ok_or_else(|| anyhow!("unknown device {other:?}: use cpu, cuda, cuda:N, or wgpu with `run --mini`"))?,
         };
         if !candle_core::utils::cuda_is_available() {
             bail!("this binary was built without CUDA support (GPU builds are not available yet); use --device cpu");

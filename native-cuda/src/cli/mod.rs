@@ -6,3 +6,4 @@ pub mod eval;
 pub mod inspect;
 pub mod mini;
 pub mod run;
+pub mod wgpu;

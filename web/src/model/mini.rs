@@ -192,6 +192,20 @@ impl MiniModel {
             Timings { vision_ms, prefill_ms, decode_ms: clock.ms(), decode_tokens: tokens.len().saturating_sub(1) };
         Ok(Answer { tokens, text, prefill_logits, timings, sparsifier })
     }
+
+    /// [`MiniModel::answer`], blocking (native only: the CLI and tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn answer_blocking(
+        &self,
+        ctx: &GpuContext,
+        pixels: &[f32],
+        question: &str,
+        sparse: &SparseConfig,
+        options: &AnswerOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        pollster::block_on(self.answer(ctx, pixels, question, sparse, options, on_text))
+    }
 }
 
 /// The configuration of a method name at a budget (budgets are solved so that methods compare fairly).

@@ -16,10 +16,11 @@ setup:
     command -v protoc >/dev/null || $SUDO apt-get install -y protobuf-compiler
     [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || $SUDO apt-get install -y mesa-vulkan-drivers libvulkan1
 
-# The suite CI runs: formatting, lints, every test (the wgpu suite must find a Vulkan adapter), wasm build.
+# The suite CI runs: formatting, lints, every test (the wgpu suite must find a Vulkan adapter), wasm build, browser tests.
 test: fmt-check lint wasm
     SPARSEVLM_REQUIRE_WGPU=1 XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" cargo test --workspace --all-targets
     cargo test --workspace --doc
+    just test-web
 
 # The browser build of the wgpu backend, with its lints.
 wasm:
@@ -71,9 +72,45 @@ train-mini *ARGS:
 eval-mini *ARGS:
     cargo run --release -q -p sparsevlm-cuda -- eval --mini {{ARGS}}
 
-# Build and serve the browser demo (not built yet).
-web:
-    @echo "just web: the browser demo is not built yet; see www/README.md" >&2; exit 1
+# Build the demo site into www/dist with trunk, offline (wasm-opt comes from the npm package binaryen@132).
+web-build:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v trunk >/dev/null || { echo "trunk is missing: cargo install trunk --version 0.21.14 --locked" >&2; exit 1; }
+    cd www
+    [ -d node_modules ] || npm ci
+    PATH="$PWD/node_modules/.bin:$PATH" trunk build --release
+
+# Build the demo site and serve it with sparsevlm-mini on http://127.0.0.1:PORT/ (the model is fetched and exported first if needed).
+web PORT="8080": web-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The web bundle lives in the parts cache, as `sparsevlm export-web` writes it by default.
+    model="${XDG_CACHE_HOME:-$HOME/.cache}/sparsevlm/mini/web"
+    if [ ! -f "$model/sparsevlm-mini.safetensors" ] || [ ! -f "$model/tokenizer.json" ]; then
+        just fetch-mini
+        cargo run --release -q -p sparsevlm-cuda -- export-web --out "$model"
+    fi
+    # trunk empties www/dist on every build, removing this link but never what it points to.
+    ln -sfn "$model" www/dist/model
+    echo "the demo: http://127.0.0.1:{{PORT}}/"
+    exec python3 -m http.server --bind 127.0.0.1 --directory www/dist {{PORT}}
+
+# The browser tests: the demo site with a tiny generated model, in headless Chromium on WebGPU (SwiftShader).
+test-web: web-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The test profile reuses what `cargo test` built; the tiny bundle is generated, nothing is fetched.
+    cargo run --profile test -q -p sparsevlm-cuda -- export-web --tiny --out www/dist/model-tiny
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    python3 -m http.server --bind 127.0.0.1 --directory www/dist "$port" >/dev/null 2>&1 &
+    server=$!
+    trap 'kill "$server" 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    node www/tests/e2e.mjs "http://127.0.0.1:$port/?model=model-tiny"
 
 # Build the CUDA test binaries for the GPU machine (not built yet).
 test-cuda:

@@ -149,7 +149,23 @@ impl Session {
     /// The GPU adapter in use, e.g. "SwiftShader Device (WebGPU)".
     pub fn adapter(&self) -> String {
         let info = self.inner.ctx.adapter_info();
-        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+        // Browsers reveal little about the adapter; show what there is.
+        let names: Vec<&str> = [info.name.as_str(), info.driver.as_str(), info.driver_info.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let kind = match info.device_type {
+            wgpu::DeviceType::Cpu => "software",
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Other => "GPU",
+        };
+        if names.is_empty() {
+            format!("WebGPU, {kind}")
+        } else {
+            format!("{} (WebGPU, {kind})", names.join(", "))
+        }
     }
 
     /// Visual tokens per image (the largest budget).

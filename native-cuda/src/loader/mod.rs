@@ -80,6 +80,30 @@ impl SimpleBackend for ProgressBackend {
 }
 
 /// A progress bar for loading `total_bytes`, hidden when `show` is false.
+/// The `__metadata__` map of a safetensors file, read from its header alone (no tensor data); `None` when
+/// the header has no string map there.
+pub fn safetensors_metadata(path: &Path) -> Result<Option<std::collections::HashMap<String, String>>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(Error::checkpoint(path, format!("safetensors header of {len} bytes is implausible")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| Error::checkpoint(path, format!("invalid safetensors header: {e}")))?;
+    Ok(header.get("__metadata__").and_then(|m| serde_json::from_value(m.clone()).ok()))
+}
+
+/// The f64 nearest to the shortest decimal that round-trips `v` (an f32 `1e-6` gives `1e-6`, not
+/// `9.99999997e-7`), so configuration JSON shows the value a model was written with.
+pub fn f32_decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
 pub fn progress_bar(total_bytes: u64, message: &str, show: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();

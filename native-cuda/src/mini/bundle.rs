@@ -476,25 +476,7 @@ fn config_from_metadata(metadata: Option<&HashMap<String, String>>, path: &Path)
 
 /// Reads the [`BundleConfig`] of the weights file at `path` (its header only).
 pub fn read_config(path: &Path) -> Result<BundleConfig> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(Error::checkpoint(path, format!("safetensors header of {len} bytes is implausible")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| Error::checkpoint(path, format!("invalid safetensors header: {e}")))?;
-    let metadata: Option<HashMap<String, String>> =
-        header.get("__metadata__").and_then(|m| serde_json::from_value(m.clone()).ok());
-    config_from_metadata(metadata.as_ref(), path)
-}
-
-/// The f64 of an f32's shortest decimal (`1e-5f32` gives `1e-5`), as the GGUF reader reads floats.
-fn decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(f64::from(v))
+    config_from_metadata(crate::loader::safetensors_metadata(path)?.as_ref(), path)
 }
 
 /// One stored tensor as f32 values of its logical `shape`; the message says what does not fit.
@@ -588,8 +570,8 @@ pub fn load_bundle(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedBu
         layers: l.layers,
         heads: l.heads,
         kv_heads: l.kv_heads,
-        rope_theta: decimal(l.rope_theta),
-        rms_norm_eps: decimal(l.rms_norm_eps),
+        rope_theta: crate::loader::f32_decimal(l.rope_theta),
+        rms_norm_eps: crate::loader::f32_decimal(l.rms_norm_eps),
         max_position_embeddings: CONTEXT_LENGTH,
         tie_word_embeddings: l.tied_embeddings,
         bos_token_id: Some(chat.im_start()),
@@ -602,7 +584,7 @@ pub fn load_bundle(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedBu
         mlp: v.intermediate,
         patch_size: v.patch_size,
         channels: 3,
-        layer_norm_eps: decimal(v.layer_norm_eps),
+        layer_norm_eps: crate::loader::f32_decimal(v.layer_norm_eps),
         position_grid: v.image_size / v.patch_size,
     };
     let broken = |e: Error| Error::checkpoint(&weights, format!("cannot assemble the model: {e}"));

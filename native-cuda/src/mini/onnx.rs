@@ -27,7 +27,6 @@
 //! `ModelProto`, which is how the tests feed it a synthetic export.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -157,31 +156,14 @@ pub fn load_dinov2(path: &Path, dtype: DType, device: &Device) -> Result<Dinov2>
 
 /// Reads the [`Dinov2Config`] from the metadata of a file written by [`convert_dinov2`] (header only).
 pub fn read_dinov2_config(path: &Path) -> Result<Dinov2Config> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(Error::checkpoint(path, format!("safetensors header of {len} bytes is implausible")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| Error::checkpoint(path, format!("invalid safetensors header: {e}")))?;
-    let json = header
-        .get("__metadata__")
+    let metadata = crate::loader::safetensors_metadata(path)?;
+    let json = metadata
+        .as_ref()
         .and_then(|m| m.get(CONFIG_KEY))
-        .and_then(|v| v.as_str())
         .ok_or_else(|| Error::checkpoint(path, format!("no `{CONFIG_KEY}` in the safetensors metadata")))?;
     let config: Dinov2Config = serde_json::from_str(json).map_err(|e| Error::config(path, e.to_string()))?;
     config.validate()?;
     Ok(config)
-}
-
-/// The f64 nearest to the shortest decimal that round-trips `v` (an f32 `1e-6` gives `1e-6`, not
-/// `9.99999997e-7`), so the config JSON shows the value the model was written with.
-fn f32_decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 /// Look-ups over one ONNX graph.
@@ -279,7 +261,8 @@ impl<'a> Graph<'a> {
     /// decomposition `ReduceMean, Sub, Pow, ReduceMean, Add(eps), Sqrt, Div, Mul(weight), Add_1(bias)`.
     fn layer_norm(&self, prefix: &str, hidden: usize) -> Result<(Tensor, Tensor, f64)> {
         if let Some(n) = self.nodes.get(format!("{prefix}/LayerNormalization").as_str()) {
-            let eps = n.attribute.iter().find(|a| a.name == "epsilon").map_or(1e-5, |a| f32_decimal(a.f));
+            let eps =
+                n.attribute.iter().find(|a| a.name == "epsilon").map_or(1e-5, |a| crate::loader::f32_decimal(a.f));
             let w = self.expect(self.input_tensor(n, 1)?, &[hidden])?;
             return Ok((w, self.expect(self.input_tensor(n, 2)?, &[hidden])?, eps));
         }
@@ -293,7 +276,7 @@ impl<'a> Graph<'a> {
             }
         }
         match eps.as_deref() {
-            Some(&[e]) => Ok((w, b, f32_decimal(e))),
+            Some(&[e]) => Ok((w, b, crate::loader::f32_decimal(e))),
             _ => Err(self.err(format!("{prefix}/Add has no scalar epsilon input"))),
         }
     }

@@ -174,13 +174,16 @@ impl MiniModel {
             if stop.contains(&token) {
                 break;
             }
+            // A character split over tokens decodes as U+FFFD until its last byte arrives: wait for it.
             let now = self.decode_text(&tokens)?;
-            if let Some(delta) = now.strip_prefix(text.as_str()) {
-                if !delta.is_empty() {
-                    on_text(delta);
+            if !now.ends_with('\u{FFFD}') {
+                if let Some(delta) = now.strip_prefix(text.as_str()) {
+                    if !delta.is_empty() {
+                        on_text(delta);
+                    }
                 }
+                text = now;
             }
-            text = now;
             if step + 1 == options.max_new_tokens {
                 break;
             }

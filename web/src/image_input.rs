@@ -35,3 +35,44 @@ pub fn pixels(image: &Rgb8Image, vision: &VisionConfig) -> Result<(Vec<f32>, Rgb
     let out = preprocess::preprocess(image, &preprocess_config(vision)).map_err(|e| WebError::Input(e.to_string()))?;
     Ok((out.pixels, out.square))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vision(size: usize) -> VisionConfig {
+        VisionConfig {
+            layers: 1,
+            hidden: 8,
+            intermediate: 8,
+            heads: 1,
+            patch_size: 14,
+            image_size: size,
+            layer_norm_eps: 1e-6,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    #[test]
+    fn example_images_decode_and_preprocess() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for name in ["easy-vqa-test-0.png", "photo-chelsea.png", "photo-coffee.png", "photo-rocket.jpg"] {
+            let image = decode(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+            let (pixels, square) = pixels(&image, &vision(112)).unwrap();
+            assert_eq!(pixels.len(), 3 * 112 * 112, "{name}");
+            assert!(pixels.iter().all(|v| v.is_finite()), "{name}");
+            assert_eq!(square.width(), image.width().max(image.height()), "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_images_are_errors() {
+        assert!(matches!(decode(&[]), Err(WebError::Input(_))));
+        assert!(matches!(decode(b"not an image"), Err(WebError::Input(_))));
+        let png =
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/easy-vqa-test-0.png"))
+                .unwrap();
+        assert!(decode(&png[..png.len() / 2]).is_err(), "a truncated file");
+    }
+}

@@ -381,6 +381,29 @@ async function withWebGpu() {
     await check("no uncaught page errors while answering", async () => {
       assert(log.errors.length === 0, log.errors.join(" | "));
     });
+
+    // (g) The bundle went into the Cache API, and a second visit loads it without downloading it.
+    await check("(g) a second visit loads the model from the browser cache", async () => {
+      const cached = await page.evaluate(async () => {
+        const cache = await caches.open("sparsevlm-mini-v1");
+        return (await cache.keys()).map((request) => request.url);
+      });
+      for (const file of ["sparsevlm-mini.safetensors", "tokenizer.json"]) {
+        assert(cached.some((url) => url.endsWith(file)), `${file} is not in the cache: ${JSON.stringify(cached)}`);
+      }
+      const downloads = [];
+      const record = (request) => {
+        if (/sparsevlm-mini\.safetensors|tokenizer\.json/.test(request.url())) downloads.push(request.url());
+      };
+      page.on("request", record);
+      const started = Date.now();
+      await page.reload({ waitUntil: "load" });
+      const now = await waitForState(page, ["ready", "error", "no-webgpu"], LOAD_TIMEOUT_MS);
+      page.off("request", record);
+      assert(now.state === "ready", `state "${now.state}" after the reload; #status: "${now.status}"`);
+      assert(downloads.length === 0, `the reload downloaded ${downloads.join(", ")}`);
+      return `ready ${seconds(Date.now() - started)} after the reload, nothing downloaded`;
+    });
   } catch (error) {
     notOk("the browser with WebGPU", error?.message ?? error);
   }

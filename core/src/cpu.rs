@@ -125,18 +125,7 @@ impl Numerics for CpuReference {
                 (n_r, Box::new(f))
             }
         };
-        if n_r == 0 || n_r != query.n_raters {
-            return Err(SparseError::shape("rater rows of the attention", query.n_raters, n_r));
-        }
-        if let Some(g) = &query.gravity {
-            if g.rater_positions.len() != n_r || g.visual_positions.len() != n_vis {
-                return Err(SparseError::shape(
-                    "gravity positions (raters, visual)",
-                    (n_r, n_vis),
-                    (g.rater_positions.len(), g.visual_positions.len()),
-                ));
-            }
-        }
+        query.check_raters(n_r)?;
         let divisor = |i: usize, j: usize| match &query.gravity {
             Some(g) => g.table.divisor(g.rater_positions[i] - g.visual_positions[j]) as f64,
             None => 1.0,

@@ -67,6 +67,27 @@ pub struct RaterQuery<'a> {
     pub reduction: Reduction,
 }
 
+impl RaterQuery<'_> {
+    /// Checks that the attention holds the `n_raters` rows the query asks for (at least one), and that the
+    /// gravity positions, if any, cover those rows and the visual keys.
+    pub fn check_raters(&self, n_raters: usize) -> Result<()> {
+        if n_raters == 0 || n_raters != self.n_raters {
+            return Err(SparseError::shape("rater rows of the attention", self.n_raters, n_raters));
+        }
+        if let Some(g) = &self.gravity {
+            let n_visual = self.visual_keys.len();
+            if g.rater_positions.len() != n_raters || g.visual_positions.len() != n_visual {
+                return Err(SparseError::shape(
+                    "gravity positions (raters, visual)",
+                    (n_raters, n_visual),
+                    (g.rater_positions.len(), g.visual_positions.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks that every index in `rows` addresses one of `n` rows (for backends validating their inputs).
 pub fn check_rows(what: &'static str, rows: &[usize], n: usize) -> Result<()> {
     match rows.iter().find(|&&r| r >= n) {

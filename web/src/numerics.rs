@@ -258,18 +258,7 @@ impl AsyncNumerics for WgpuNumerics<'_> {
             }
         };
         check_rows("visual keys", query.visual_keys, n_keys)?;
-        if n_r == 0 || n_r != query.n_raters {
-            return Err(SparseError::shape("rater rows of the attention", query.n_raters, n_r));
-        }
-        if let Some(g) = &query.gravity {
-            if g.rater_positions.len() != n_r || g.visual_positions.len() != n_vis {
-                return Err(SparseError::shape(
-                    "gravity positions (raters, visual)",
-                    (n_r, n_vis),
-                    (g.rater_positions.len(), g.visual_positions.len()),
-                ));
-            }
-        }
+        query.check_raters(n_r)?;
         if n_vis == 0 {
             return Ok(Vec::new());
         }

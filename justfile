@@ -16,11 +16,17 @@ setup:
     command -v protoc >/dev/null || $SUDO apt-get install -y protobuf-compiler
     [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || $SUDO apt-get install -y mesa-vulkan-drivers libvulkan1
 
-# The suite CI runs: formatting, lints, every test (the wgpu suite must find a Vulkan adapter), wasm build, browser tests.
+# The suite CI runs: formatting, lints, every test (wgpu must find a Vulkan adapter, NVRTC compiles the CUDA kernels), wasm, browser.
 test: fmt-check lint wasm
-    SPARSEVLM_REQUIRE_WGPU=1 XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" cargo test --workspace --all-targets
+    nvrtc="$(scripts/nvrtc.sh)" && SPARSEVLM_REQUIRE_WGPU=1 SPARSEVLM_REQUIRE_NVRTC=1 \
+        LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" \
+        cargo test --workspace --all-targets
     cargo test --workspace --doc
     just test-web
+
+# Install NVRTC from its pinned PyPI wheel into .cuda/nvrtc (the CPU suite compiles the CUDA kernels with it).
+nvrtc:
+    scripts/nvrtc.sh
 
 # The browser build of the wgpu backend, with its lints.
 wasm:
@@ -112,10 +118,25 @@ test-web: web-build
     done
     node www/tests/e2e.mjs "http://127.0.0.1:$port/?model=model-tiny"
 
-# Build the CUDA test binaries for the GPU machine (not built yet).
-test-cuda:
-    @echo "just test-cuda: the CUDA backend is not built yet; see README.md (status)" >&2; exit 1
+# nvcc, NVRTC and the CUDA libraries come from pinned PyPI wheels, a stub stands in for the driver's libcuda at
+# link time, and candle's kernels are sm_80 PTX (A100, H100 and newer).
+# Build target-cuda/release/sparsevlm with CUDA on any x86-64 Linux machine, GPU or not.
+build-cuda:
+    scripts/cuda-toolchain.sh
+    source scripts/cuda-env.sh && cargo build --release -p sparsevlm-cuda --features cuda
 
-# GPU benchmarks written to docs/perf.md (needs the CUDA backend, not built yet; `sparsevlm bench` runs on CPU).
-bench:
-    @echo "just bench: the GPU benchmarks need the CUDA backend, which is not built yet; sparsevlm bench runs on the CPU" >&2; exit 1
+# Without a GPU it stops with an error after packing: copy the checkout with target-cuda/gpu to a GPU machine
+# (no Rust needed there) and run `bench/gpu-run.sh target-cuda/gpu results tests`.
+# Build and pack the CUDA consistency suite into target-cuda/gpu/, and run it on this machine's NVIDIA GPU.
+test-cuda: build-cuda
+    source scripts/cuda-env.sh && cargo clippy --release -p sparsevlm-cuda -p sparsevlm-tests --features sparsevlm-tests/cuda --all-targets -- -D warnings
+    source scripts/cuda-env.sh && cargo test --release -p sparsevlm-tests --features cuda --test backend_cuda --no-run
+    scripts/package-cuda.sh
+    if nvidia-smi -L >/dev/null 2>&1; then bench/gpu-run.sh target-cuda/gpu target-cuda/results tests; \
+    else echo "just test-cuda: no NVIDIA GPU here; the suite is packed in target-cuda/gpu (see the comment above)" >&2; exit 1; fi
+
+# LLaVA-1.5-7B with random weights, ours against the PyTorch reference (bench/torch_reference.py) in one run.
+# Benchmark on this machine's NVIDIA GPU and write the table into docs/perf.md.
+bench: test-cuda
+    bench/gpu-run.sh target-cuda/gpu target-cuda/results bench
+    python3 bench/report.py target-cuda/results --update docs/perf.md

@@ -1,9 +1,10 @@
 //! `sparsevlm-core`'s [`Numerics`] on candle tensors: the device side of every pruning decision.
 //!
-//! Rater logits, rater-row probabilities (algorithm.md §3.3, with the head or rater reduction and the
-//! v2.0 gravity divisor) and the compaction gather run as candle ops on the model's device in f32. The
-//! recycling distances, over at most a few hundred rows, are computed exactly on the host by the CPU
-//! reference (the device kernel for them comes with the CUDA backend).
+//! Rater logits run as one candle GEMM on the model's device in f32. On a CUDA device, rater-row
+//! probabilities (algorithm.md §3.3, with the head or rater reduction and the v2.0 gravity divisor), the
+//! recycling distances and the compaction gather run our fused kernels ([`crate::ops`]). On the CPU the
+//! probabilities and the gather are candle ops, and the distances, over at most a few hundred rows, come
+//! exactly from the CPU reference.
 
 use candle_core::{DType, Device, Tensor, D};
 use sparsevlm_core::numerics::check_rows;
@@ -15,11 +16,22 @@ use sparsevlm_core::{
 #[derive(Debug, Clone)]
 pub struct CandleNumerics {
     device: Device,
+    /// Run our fused kernels on CUDA (else candle ops).
+    fused: bool,
 }
 
 impl CandleNumerics {
     pub fn new(device: &Device) -> Self {
-        CandleNumerics { device: device.clone() }
+        Self::with_fused_kernels(device, crate::ops::kernels_enabled())
+    }
+
+    /// Numerics that use our fused CUDA kernels on a CUDA device when `fused`, else candle ops.
+    pub fn with_fused_kernels(device: &Device, fused: bool) -> Self {
+        CandleNumerics { device: device.clone(), fused }
+    }
+
+    fn fused_cuda(&self) -> bool {
+        self.fused && self.device.is_cuda()
     }
 }
 
@@ -59,6 +71,10 @@ impl Numerics for CandleNumerics {
         let (h, h_kv) = (query.n_heads, query.n_kv_heads);
         if h == 0 || h_kv == 0 || h % h_kv != 0 {
             return Err(SparseError::InvalidConfig(format!("{h} heads cannot be grouped over {h_kv} kv heads")));
+        }
+        if let (RaterAttention::QkLse { q, k, lse }, true) = (&attention, self.fused_cuda()) {
+            let reduced = crate::ops::rater_probs(q, k, lse, query).map_err(SparseError::backend)?;
+            return reduced.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err);
         }
         let vis = index(query.visual_keys, &self.device)?;
         // probs[h, r, v] of the rater rows over the visual keys.
@@ -128,6 +144,10 @@ impl Numerics for CandleNumerics {
     fn pairwise_distances(&self, hidden: &Tensor, rows: &[usize]) -> Result<Vec<f32>, SparseError> {
         let (n, width) = hidden.dims2().map_err(err)?;
         check_rows("recycled rows", rows, n)?;
+        if self.fused_cuda() {
+            let distances = crate::ops::pairwise_distances(hidden, rows).map_err(SparseError::backend)?;
+            return distances.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err);
+        }
         let picked =
             hidden.index_select(&index(rows, &self.device)?, 0).and_then(|t| t.to_dtype(DType::F32)).map_err(err)?;
         let data = picked.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
@@ -140,6 +160,9 @@ impl Numerics for CandleNumerics {
         let (n, _) = hidden.dims2().map_err(err)?;
         if n != plan.n_in {
             return Err(SparseError::shape("hidden rows for compaction", plan.n_in, n));
+        }
+        if self.fused_cuda() {
+            return crate::ops::compact(hidden, plan).map_err(SparseError::backend);
         }
         let members: Vec<usize> = plan.members.iter().map(|&m| m as usize).collect();
         let gathered = hidden.index_select(&index(&members, &self.device)?, 0).map_err(err)?; // [M, D]

@@ -51,3 +51,17 @@ pub fn normal(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut rng = sparsevlm_core::rng::SplitMix64::new(seed);
     (0..n).map(|_| scale * rng.next_normal()).collect()
 }
+
+/// The first CUDA device for `check`.
+///
+/// The CUDA suite only runs in a build with the `cuda` feature (`just test-cuda`); without it its tests
+/// are `#[ignore]`d with a `SKIP:` reason, so that `cargo test` reports them as ignored, never as passed.
+///
+/// # Panics
+/// When no CUDA device can be opened: a CUDA build fails loudly without a GPU.
+pub fn cuda(check: &str) -> candle_core::Device {
+    match candle_core::Device::new_cuda(0) {
+        Ok(device) => device,
+        Err(e) => panic!("{check}: this is a CUDA build but no CUDA device opens: {e}"),
+    }
+}

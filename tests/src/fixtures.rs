@@ -14,8 +14,13 @@ use sparsevlm_core::{Budget, Method, SparseConfig, TokenLayout, TokenOrigin};
 use crate::{FixtureError, Result};
 
 /// The fixture root, `tests/fixtures`.
+///
+/// `SPARSEVLM_FIXTURES` overrides it, for test binaries run from another directory.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    match std::env::var_os("SPARSEVLM_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+    }
 }
 
 /// A tensor read from a safetensors file, converted to f32 (or kept as i64 for integer tensors).

@@ -88,7 +88,14 @@ struct Row {
     budget: Option<u32>,
     vision_ms: Spread,
     prefill_ms: Spread,
+    /// Part of the prefill spent selecting tokens.
+    selection_ms: Spread,
+    selection_percent: f64,
     decode_ms_per_token: Spread,
+    /// KV-cache bytes after prefill, summed over layers.
+    kv_bytes: u64,
+    /// Device memory in use after the last run (CUDA only: total minus free, weights and pool included).
+    device_memory_used_bytes: Option<u64>,
     equivalent_tokens: f64,
     prefill_tflops: f64,
     kv_token_layers: usize,
@@ -176,7 +183,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 official_quirks: false,
             };
             let config = margs.config(0)?;
-            let (mut vision, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut vision, mut prefill, mut selection, mut decode) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut last = None;
             for i in 0..args.warmup + args.repeats {
                 let started = Instant::now();
@@ -193,22 +200,37 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 if i >= args.warmup {
                     vision.push(vision_ms);
                     prefill.push(g.timings.prefill_ms);
+                    selection.push(g.timings.selection_ms);
                     decode.push(g.timings.decode_ms / g.timings.decode_tokens.max(1) as f64);
                 }
                 last = Some(g.sparsifier.accounting());
             }
             let Some(acc) = last else { bail!("no run was timed") };
+            let (prefill, selection) = (spread(prefill), spread(selection));
+            let kv_row_bytes = 2 * cfg.text.kv_heads * cfg.text.head_dim() * model.dtype().size_in_bytes();
             rows.push(Row {
                 method: config.label(),
                 budget,
                 vision_ms: spread(vision),
-                prefill_ms: spread(prefill),
+                prefill_ms: prefill,
+                selection_ms: selection,
+                selection_percent: 100.0 * selection.median / prefill.median,
                 decode_ms_per_token: spread(decode),
+                kv_bytes: (acc.kv_token_layers * kv_row_bytes) as u64,
+                device_memory_used_bytes: device_memory_used(&device),
                 equivalent_tokens: acc.equivalent_tokens,
                 prefill_tflops: acc.true_flops / 1e12,
                 kv_token_layers: acc.kv_token_layers,
             });
             eprintln!("done: {}", rows[rows.len() - 1].method);
+            if sparsevlm_cuda::profile::enabled() {
+                eprintln!(
+                    "stages of {} ({} runs, synchronised):\n{}",
+                    config.label(),
+                    args.warmup + args.repeats,
+                    sparsevlm_cuda::profile::take_report()
+                );
+            }
         }
     }
     let report = Report {
@@ -231,6 +253,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// Device memory in use (total − free), on CUDA.
+fn device_memory_used(device: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+        return mem_get_info().ok().map(|(free, total)| (total - free) as u64);
+    }
+    let _ = device;
+    None
 }
 
 /// Parameters of a LLaVA-1.5 architecture: decoder, embeddings and head, CLIP tower, projector.
@@ -276,21 +309,22 @@ fn print_table(r: &Report) {
         r.model, r.weights, r.device, r.dtype, layers, r.prompt_tokens
     );
     println!(
-        "{:<28} {:>10} {:>22} {:>20} {:>8} {:>9} {:>10}",
-        "method", "vision ms", "prefill ms (min-max)", "decode ms/token", "eq.tok", "TFLOPs", "KV tok·L"
+        "{:<28} {:>10} {:>22} {:>14} {:>16} {:>8} {:>9} {:>9}",
+        "method", "vision ms", "prefill ms (min-max)", "selection %", "decode ms/token", "eq.tok", "TFLOPs", "KV MiB"
     );
     for row in &r.rows {
         println!(
-            "{:<28} {:>10.1} {:>9.1} ({:>5.0}-{:>5.0}) {:>20.1} {:>8.1} {:>9.3} {:>10}",
+            "{:<28} {:>10.1} {:>9.1} ({:>5.1}-{:>5.1}) {:>14.2} {:>16.2} {:>8.1} {:>9.3} {:>9.1}",
             row.method,
             row.vision_ms.median,
             row.prefill_ms.median,
             row.prefill_ms.min,
             row.prefill_ms.max,
+            row.selection_percent,
             row.decode_ms_per_token.median,
             row.equivalent_tokens,
             row.prefill_tflops,
-            row.kv_token_layers
+            row.kv_bytes as f64 / (1 << 20) as f64
         );
     }
     let dense =

@@ -17,6 +17,7 @@ use sparsevlm_core::{RaterAttention, ScoreSource, Sparsifier};
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
 use crate::numerics::CandleNumerics;
+use crate::profile::span;
 
 /// Cosine and sine tables of rotate-half RoPE for every position up to `len`.
 #[derive(Debug, Clone)]
@@ -74,6 +75,8 @@ struct Attention {
 struct QueryKey {
     q: Tensor, // [1, h, n, d]
     k: Tensor, // [1, h_kv, n_keys, d]
+    /// Log-sum-exp of every query's scaled causal scores, when the fused attention computed it. `[n, h]` f32
+    lse: Option<Tensor>,
 }
 
 impl Attention {
@@ -101,20 +104,41 @@ impl Attention {
     }
 
     /// Causal attention of `x` (`[1, n, D]`) over the layer cache plus itself. `[1, n, D]`
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<(Tensor, QueryKey)> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+        fused: bool,
+    ) -> Result<(Tensor, QueryKey)> {
         let (b, n, _) = x.dims3()?;
-        let (q, k) = self.query_key(x, cos, sin)?;
-        let v = self.v.forward(x)?.reshape((b, n, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
-        let (k_all, v_all) = cache.append(&k, &v)?; // [1, h_kv, n_keys, d]
+        let device = x.device();
+        let (q, k, v) = span("qkv+rope", device, || {
+            let (q, k) = self.query_key(x, cos, sin)?;
+            let v = self.v.forward(x)?.reshape((b, n, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
+            Ok::<_, Error>((q, k, v))
+        })?;
+        let (k_all, v_all) = span("kv-cache", device, || Ok::<_, Error>(cache.append(&k, &v)?))?; // [1, h_kv, n_keys, d]
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        #[cfg(feature = "cuda")]
+        if fused && crate::ops::cuda::attention_supported(&q, &k_all, &v_all) {
+            // Flash-style kernel over the cache in place: no [h, n, n_keys] scores. out [1, n, h·d], lse [n, h]
+            let (out, lse) =
+                span("attention", device, || crate::ops::cuda::attention(&q, &k_all, &v_all, true, scale as f32))?;
+            let out = span("o_proj", device, || self.o.forward(&out))?;
+            return Ok((out, QueryKey { q, k: k_all, lse: Some(lse) }));
+        }
         let n_keys = k_all.dim(2)?;
         let group = self.heads / self.kv_heads;
         let (kr, vr) = (repeat_kv(&k_all, group)?, repeat_kv(&v_all, group)?);
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let _ = fused; // only the CUDA build has the fused attention
         let scores = (q.to_dtype(DType::F32)?.matmul(&kr.to_dtype(DType::F32)?.t()?)? * scale)?; // [1, h, n, n_keys]
         let scores = if n > 1 { scores.broadcast_add(&causal_mask(n, n_keys, x.device())?)? } else { scores };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(vr.dtype())?;
         let out = probs.matmul(&vr)?.transpose(1, 2)?.reshape((b, n, self.heads * self.head_dim))?;
-        Ok((self.o.forward(&out)?, QueryKey { q, k: k_all }))
+        let out = span("o_proj", device, || self.o.forward(&out))?;
+        Ok((out, QueryKey { q, k: k_all, lse: None }))
     }
 }
 
@@ -185,12 +209,25 @@ impl Block {
         Ok((x + mlp)?)
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, cache: &mut KvCache) -> Result<(Tensor, QueryKey)> {
-        let (attn, qk) = self.attn.forward(&self.input_norm.forward(x)?, cos, sin, cache)?;
-        let x = (x + attn)?;
-        let h = self.post_norm.forward(&x)?;
-        let mlp = self.down.forward(&(self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?)?;
-        Ok(((x + mlp)?, qk))
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+        fused: bool,
+    ) -> Result<(Tensor, QueryKey)> {
+        let device = x.device();
+        let normed = span("norms+residuals", device, || self.input_norm.forward(x))?;
+        let (attn, qk) = self.attn.forward(&normed, cos, sin, cache, fused)?;
+        let (x, h) = span("norms+residuals", device, || {
+            let x = (x + attn)?;
+            let h = self.post_norm.forward(&x)?;
+            Ok::<_, candle_core::Error>((x, h))
+        })?;
+        let mlp = span("mlp", device, || self.down.forward(&(self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?))?;
+        let x = span("norms+residuals", device, || x + mlp)?;
+        Ok((x, qk))
     }
 }
 
@@ -202,6 +239,8 @@ pub struct Llama {
     norm: RmsNorm,
     lm_head: Linear,
     rope: Rope,
+    /// Whether CUDA runs our fused kernels (attention and selection), else plain candle ops.
+    fused: bool,
     pub config: TextConfig,
 }
 
@@ -233,7 +272,17 @@ impl Llama {
         };
         let rope =
             Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings.max(4096), vb.dtype(), vb.device())?;
-        Ok(Llama { embed, blocks, norm, lm_head, rope, config: cfg.clone() })
+        Ok(Llama { embed, blocks, norm, lm_head, rope, fused: crate::ops::kernels_enabled(), config: cfg.clone() })
+    }
+
+    /// Uses our fused CUDA kernels (the default unless `SPARSEVLM_CUDA_KERNELS=candle`) or plain candle ops.
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    /// Whether the fused CUDA kernels are on.
+    pub fn fused_kernels(&self) -> bool {
+        self.fused
     }
 
     /// Fresh caches able to hold `max_len` tokens per layer.
@@ -250,7 +299,9 @@ impl Llama {
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.dim(1)?;
         let last = x.i((.., n - 1..n, ..))?;
-        Ok(self.lm_head.forward(&self.norm.forward(&last)?)?.flatten_all()?.to_dtype(DType::F32)?)
+        span("lm_head", x.device(), || {
+            Ok(self.lm_head.forward(&self.norm.forward(&last)?)?.flatten_all()?.to_dtype(DType::F32)?)
+        })
     }
 
     /// Prefill of `x` (`[L, D]`, the spliced prompt embeddings) with sparsification. Returns the logits
@@ -262,15 +313,43 @@ impl Llama {
         numerics: &CandleNumerics,
         caches: &mut LayerCaches,
     ) -> Result<Tensor> {
+        Ok(self.prefill_timed(x, sparsifier, numerics, caches)?.0)
+    }
+
+    /// [`Llama::prefill`], also returning the milliseconds spent selecting tokens (rater selection, rater
+    /// inputs, scoring, top-k, recycling and compaction), measured between device synchronisations.
+    pub fn prefill_timed(
+        &self,
+        x: Tensor,
+        sparsifier: &mut Sparsifier,
+        numerics: &CandleNumerics,
+        caches: &mut LayerCaches,
+    ) -> Result<(Tensor, f64)> {
+        let device = x.device().clone();
+        let mut selection = std::time::Duration::ZERO;
         if sparsifier.needs_raters() {
+            let started = std::time::Instant::now();
             sparsifier.select_raters(numerics, &x)?;
+            selection += started.elapsed();
         }
         let mut x = x.unsqueeze(0)?; // [1, L, D]
+                                     // RoPE tables at the current positions, gathered again only after a pruning layer changes them.
+        let mut tables: Option<(Vec<i64>, Tensor, Tensor)> = None;
         for (l, block) in self.blocks.iter().enumerate() {
-            let (cos, sin) = self.rope.at(sparsifier.positions())?;
-            let (y, qk) = block.forward(&x, &cos, &sin, &mut caches.caches[l])?;
+            let positions = sparsifier.positions();
+            let (cos, sin) = match &tables {
+                Some((p, cos, sin)) if p.as_slice() == positions => (cos.clone(), sin.clone()),
+                _ => {
+                    let (cos, sin) = span("rope-tables", &device, || self.rope.at(positions))?;
+                    tables = Some((positions.to_vec(), cos.clone(), sin.clone()));
+                    (cos, sin)
+                }
+            };
+            let (y, qk) = block.forward(&x, &cos, &sin, &mut caches.caches[l], self.fused)?;
             x = y;
             let Some(request) = sparsifier.request(l)? else { continue };
+            device.synchronize()?;
+            let started = std::time::Instant::now();
             let hidden = x.squeeze(0)?; // [L, D]
             let pruned = if request.needs_attention {
                 let qk = match request.source {
@@ -278,20 +357,22 @@ impl Llama {
                     ScoreSource::NextLayer => {
                         let next = &self.blocks[l + 1];
                         let (q, k) = next.attn.query_key(&next.input_norm.forward(&x)?, &cos, &sin)?;
-                        QueryKey { q, k }
+                        QueryKey { q, k, lse: None }
                     }
                 };
-                let (q, k, lse) = rater_inputs(&qk, &request.rater_rows)?;
+                let (q, k, lse) = span("rater-inputs", &device, || rater_inputs(&qk, &request.rater_rows))?;
                 let attention = RaterAttention::QkLse { q: &q, k: &k, lse: &lse };
-                sparsifier.prune(numerics, l, Some(attention), &hidden)?
+                span("prune", &device, || Ok::<_, Error>(sparsifier.prune(numerics, l, Some(attention), &hidden)?))?
             } else {
-                sparsifier.prune(numerics, l, None, &hidden)?
+                span("prune", &device, || Ok::<_, Error>(sparsifier.prune(numerics, l, None, &hidden)?))?
             };
             if let Some(p) = pruned {
                 x = p.hidden.unsqueeze(0)?;
             }
+            device.synchronize()?;
+            selection += started.elapsed();
         }
-        self.logits(&x)
+        Ok((self.logits(&x)?, selection.as_secs_f64() * 1e3))
     }
 
     /// Differentiable dense forward of `x` (`[1, L, D]`) at positions `0..L`, for training the projector:
@@ -314,16 +395,21 @@ impl Llama {
     /// One decoding step for the `step`-th generated token. Returns `[vocab]` logits.
     pub fn decode(&self, token: u32, step: usize, sparsifier: &Sparsifier, caches: &mut LayerCaches) -> Result<Tensor> {
         let mut x = self.embed(&[token])?.unsqueeze(0)?; // [1, 1, D]
+        let device = x.device().clone();
+        // Every layer's position for this token in one gather (layers differ after renumbering). [layers, d/2]
+        let positions: Vec<i64> = (0..self.blocks.len()).map(|l| sparsifier.decode_position(l, step)).collect();
+        let (cos_all, sin_all) = span("rope-tables", &device, || self.rope.at(&positions))?;
         for (l, block) in self.blocks.iter().enumerate() {
-            let (cos, sin) = self.rope.at(&[sparsifier.decode_position(l, step)])?;
-            x = block.forward(&x, &cos, &sin, &mut caches.caches[l])?.0;
+            let (cos, sin) = (cos_all.narrow(0, l, 1)?, sin_all.narrow(0, l, 1)?);
+            x = block.forward(&x, &cos, &sin, &mut caches.caches[l], self.fused)?.0;
         }
         self.logits(&x)
     }
 }
 
 /// The rater rows' queries, every key and the rater rows' log-sum-exp over their causal rows, in f32:
-/// `[h, r, d]`, `[h_kv, n, d]`, `[h, r]`.
+/// `[h, r, d]`, `[h_kv, n, d]`, `[h, r]`. The log-sum-exp comes from the fused attention when it ran, else
+/// from the rater rows' scores (`[h, r, n]`, never `[h, n, n]`).
 fn rater_inputs(qk: &QueryKey, rows: &[usize]) -> Result<(Tensor, Tensor, Tensor)> {
     let q = qk.q.squeeze(0)?.to_dtype(DType::F32)?; // [h, n, d]
     let k = qk.k.squeeze(0)?.to_dtype(DType::F32)?; // [h_kv, n, d]
@@ -331,6 +417,10 @@ fn rater_inputs(qk: &QueryKey, rows: &[usize]) -> Result<(Tensor, Tensor, Tensor
     let (h_kv, n, _) = k.dims3()?;
     let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>().as_slice(), q.device())?;
     let q_r = q.index_select(&idx, 1)?.contiguous()?; // [h, r, d]
+    if let Some(lse) = &qk.lse {
+        let lse_r = lse.index_select(&idx, 0)?.t()?.contiguous()?; // [h, r]
+        return Ok((q_r, k.contiguous()?, lse_r));
+    }
     let k_rep = repeat_kv(&k.unsqueeze(0)?, h / h_kv)?.squeeze(0)?; // [h, n, d]
     let scores = (q_r.matmul(&k_rep.t()?)? / (d as f64).sqrt())?; // [h, r, n]
     let mask: Vec<f32> =

@@ -57,6 +57,8 @@ pub struct GenerateOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Timings {
     pub prefill_ms: f64,
+    /// Part of `prefill_ms` spent selecting tokens (scoring, top-k, recycling, compaction).
+    pub selection_ms: f64,
     pub decode_ms: f64,
     pub decode_tokens: usize,
 }
@@ -318,6 +320,12 @@ impl Llava {
     }
 
     /// Prefill with `sparse` pruning, then decoding.
+    /// Uses our fused CUDA kernels (the default unless `SPARSEVLM_CUDA_KERNELS=candle`) or plain candle ops,
+    /// to compare the two.
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.llm.set_fused_kernels(on);
+    }
+
     pub fn generate(
         &self,
         embeddings: Tensor,
@@ -326,7 +334,7 @@ impl Llava {
         options: &GenerateOptions,
     ) -> Result<Generation> {
         let mut sparsifier = Sparsifier::new(sparse, &self.llm.config.dims(), layout)?;
-        let numerics = CandleNumerics::new(&self.device);
+        let numerics = CandleNumerics::with_fused_kernels(&self.device, self.llm.fused_kernels());
         let mut caches = self.llm.caches(embeddings.dim(0)? + options.max_new_tokens + 1);
         let mut sampler = match options.decoding {
             Decoding::Greedy => LogitsProcessor::from_sampling(0, Sampling::ArgMax),
@@ -338,12 +346,14 @@ impl Llava {
                 LogitsProcessor::from_sampling(seed, sampling)
             }
         };
+        crate::profile::set_phase("prefill");
         let started = Instant::now();
-        let logits = self.llm.prefill(embeddings, &mut sparsifier, &numerics, &mut caches)?;
+        let (logits, selection_ms) = self.llm.prefill_timed(embeddings, &mut sparsifier, &numerics, &mut caches)?;
         let prefill_logits = logits.to_vec1::<f32>()?;
         self.device.synchronize()?;
         let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut tokens = Vec::new();
+        crate::profile::set_phase("decode");
         let started = Instant::now();
         let mut logits = logits;
         for step in 0..options.max_new_tokens {
@@ -357,6 +367,7 @@ impl Llava {
         self.device.synchronize()?;
         let timings = Timings {
             prefill_ms,
+            selection_ms,
             decode_ms: started.elapsed().as_secs_f64() * 1e3,
             decode_tokens: tokens.len().saturating_sub(1),
         };

@@ -25,8 +25,7 @@ fn every_cuda_kernel_compiles_with_nvrtc() {
     }
     for kernel in with_cuda {
         for arch in ["compute_80", "compute_90"] {
-            let options =
-                CompileOptions { options: vec![format!("--gpu-architecture={arch}")], ..Default::default() };
+            let options = CompileOptions { options: vec![format!("--gpu-architecture={arch}")], ..Default::default() };
             let ptx = compile_ptx_with_opts(kernel.cuda.unwrap(), options)
                 .unwrap_or_else(|e| panic!("{} does not compile for {arch}: {e}", kernel.name))
                 .to_src();

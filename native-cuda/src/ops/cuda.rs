@@ -60,7 +60,7 @@ fn launch(mut args: LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
     Ok(())
 }
 
-/// Compiles every kernel for `capability` (used by tests and `sparsevlm doctor`-style checks).
+/// Compiles every kernel that has a CUDA twin for `capability`; returns each name with its PTX size (tests).
 pub fn compile_all(capability: (i32, i32)) -> Result<Vec<(&'static str, usize)>> {
     sparsevlm_kernels::KERNELS
         .iter()

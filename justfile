@@ -133,7 +133,7 @@ test-cuda: build-cuda
     source scripts/cuda-env.sh && cargo test --release -p sparsevlm-tests --features cuda --test backend_cuda --no-run
     scripts/package-cuda.sh
     if nvidia-smi -L >/dev/null 2>&1; then bench/gpu-run.sh target-cuda/gpu target-cuda/results tests; \
-    else echo "just test-cuda: no NVIDIA GPU here; the suite is packed in target-cuda/gpu (see the comment above)" >&2; exit 1; fi
+    else echo "just test-cuda: no NVIDIA GPU here. Copy this checkout with target-cuda/gpu to a GPU machine (no Rust needed) and run: bench/gpu-run.sh target-cuda/gpu results tests" >&2; exit 1; fi
 
 # LLaVA-1.5-7B with random weights, ours against the PyTorch reference (bench/torch_reference.py) in one run.
 # Benchmark on this machine's NVIDIA GPU and write the table into docs/perf.md.

@@ -16,6 +16,8 @@ pub struct Kernel {
     pub wgsl: &'static str,
 }
 
+pub mod params;
+
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
 /// Looks a kernel up by its entry name.

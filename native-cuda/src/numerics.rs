@@ -185,13 +185,14 @@ impl Numerics for CandleNumerics {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sparsevlm_core::gravity::GravityTable;
     use sparsevlm_core::numerics::GravityInputs;
     use sparsevlm_core::rng::SplitMix64;
 
-    fn random(rng: &mut SplitMix64, shape: &[usize]) -> (Tensor, CpuTensor) {
+    /// Seeded uniform values in [-1, 1) as a CPU candle tensor and as core's tensor.
+    pub(crate) fn random(rng: &mut SplitMix64, shape: &[usize]) -> (Tensor, CpuTensor) {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
         (Tensor::from_vec(data.clone(), shape, &Device::Cpu).unwrap(), CpuTensor::new(shape.to_vec(), data).unwrap())

@@ -279,3 +279,56 @@ fn check_run_level(run: &Run, produced: &Produced<'_>, tol: Tolerances, err: &mu
         }
     }
 }
+
+/// Runs every stored mode of every fixture case through the native LLaVA `model` on `device`, fed the
+/// fixture's input ids (`ids_name`: `input_ids_hf` or `input_ids_orig`) and pixel values, and compares the
+/// image features and every run with [`compare`] at [`Tolerances::CANDLE_F32`]. Returns the mismatches and
+/// the number of runs. Shared by the CPU and CUDA suites, so that both meet the same standard.
+///
+/// # Panics
+/// When a fixture cannot be read or the model fails to run: test support, where that is a failed test.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub fn check_native_model(
+    model: &sparsevlm_cuda::models::llava::Llava,
+    device: &candle_core::Device,
+    ids_name: &str,
+) -> (Vec<String>, usize) {
+    use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions};
+    let mut errors = Vec::new();
+    let mut runs = 0;
+    for case in fixtures::cases().expect("fixture cases") {
+        let inputs = case.inputs().expect("fixture inputs");
+        let ids = &inputs[ids_name].ints;
+        let p = &inputs["pixel_values"];
+        let pixels = candle_core::Tensor::from_vec(p.data.clone(), p.shape.as_slice(), device).unwrap();
+        let features = model.encode_image(&pixels).unwrap();
+        if let Some(expected) = inputs.get("image_features") {
+            let ours = features.flatten_all().and_then(|f| f.to_vec1::<f32>()).unwrap();
+            if let Some((i, a, b)) = Tolerance::new(1e-4, 1e-4).first_mismatch(&ours, &expected.data) {
+                errors.push(format!("{}: image feature {i}: {a} != {b}", case.name));
+            }
+        }
+        for mode in case.modes().expect("fixture modes") {
+            let run = case.run(&mode).expect("fixture run");
+            let config = fixtures::mode_config(&mode).expect("fixture mode");
+            let (embeddings, layout) = model.prompt_inputs(ids, &features).unwrap();
+            let options = GenerateOptions {
+                max_new_tokens: run.meta.greedy_tokens.len(),
+                decoding: Decoding::Greedy,
+                stop_tokens: vec![],
+            };
+            let generation = model.generate(embeddings, layout, &config, &options).unwrap();
+            let produced = Produced {
+                sparsifier: &generation.sparsifier,
+                prefill_logits: &generation.prefill_logits,
+                tokens: &generation.tokens,
+                step_logits: None,
+                merged: None,
+            };
+            let mismatches = compare(&run, &produced, Tolerances::CANDLE_F32);
+            errors.extend(mismatches.into_iter().map(|e| format!("{}/{e}", case.name)));
+            runs += 1;
+        }
+    }
+    (errors, runs)
+}

@@ -14,7 +14,7 @@ use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOption
 use sparsevlm_cuda::ops;
 use sparsevlm_tests::backends::{cuda, normal, uniform};
 use sparsevlm_tests::fixtures;
-use sparsevlm_tests::golden::{self, Produced, Tolerances};
+use sparsevlm_tests::golden;
 use sparsevlm_tests::tolerance::{max_abs_diff, Tolerance};
 
 fn tensor(data: Vec<f32>, shape: &[usize], device: &Device) -> Tensor {
@@ -250,40 +250,8 @@ fn load(device: &Device, dtype: DType) -> Llava {
 #[cfg_attr(not(feature = "cuda"), ignore = "SKIP: needs a CUDA build and an NVIDIA GPU (just test-cuda)")]
 fn golden_model_f32_on_cuda_matches_the_fixtures() {
     let gpu = cuda("golden model f32");
-    let model = load(&gpu, DType::F32);
-    let mut errors = Vec::new();
-    let mut runs = 0;
-    for case in fixtures::cases().unwrap() {
-        let inputs = case.inputs().unwrap();
-        let p = &inputs["pixel_values"];
-        let pixels = tensor(p.data.clone(), &p.shape, &gpu);
-        let features = model.encode_image(&pixels).unwrap();
-        for mode in case.modes().unwrap() {
-            let run = case.run(&mode).unwrap();
-            let config = fixtures::mode_config(&mode).unwrap();
-            let (embeddings, layout) = model.prompt_inputs(&inputs["input_ids_hf"].ints, &features).unwrap();
-            let options = GenerateOptions {
-                max_new_tokens: run.meta.greedy_tokens.len(),
-                decoding: Decoding::Greedy,
-                stop_tokens: vec![],
-            };
-            let gen = model.generate(embeddings, layout, &config, &options).unwrap();
-            let produced = Produced {
-                sparsifier: &gen.sparsifier,
-                prefill_logits: &gen.prefill_logits,
-                tokens: &gen.tokens,
-                step_logits: None,
-                merged: None,
-            };
-            errors.extend(
-                golden::compare(&run, &produced, Tolerances::CANDLE_F32)
-                    .into_iter()
-                    .map(|e| format!("{}/{e}", case.name)),
-            );
-            runs += 1;
-        }
-    }
-    assert!(runs > 0, "no fixture runs");
+    let (errors, runs) = golden::check_native_model(&load(&gpu, DType::F32), &gpu, "input_ids_hf");
+    assert!(runs >= 96, "only {runs} fixture runs");
     assert!(errors.is_empty(), "{} of {runs} runs differ on CUDA f32:\n{}", errors.len(), errors.join("\n"));
     println!("CUDA f32: {runs} golden runs match");
 }

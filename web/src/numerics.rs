@@ -7,9 +7,11 @@
 //! on the host from the sparsifier's [`sparsevlm_core::gravity::GravityTable`] (one f32 per rater×visual
 //! pair, exactly the CPU's values) and divided on the device.
 
-use bytemuck::{Pod, Zeroable};
 use sparsevlm_core::numerics::{check_rows, AsyncNumerics, GravityInputs, RaterAttention, RaterQuery, Reduction};
 use sparsevlm_core::{CompactionPlan, Result, SparseError};
+use sparsevlm_kernels::params::{
+    CompactParams, PairwiseDistancesParams, RaterLogitsParams, RaterProbsParams, RaterProbsReduceParams, TopKParams,
+};
 
 use crate::context::GpuContext;
 use crate::error::WebError;
@@ -17,74 +19,6 @@ use crate::tensor::{DType, GpuTensor};
 
 /// Most workgroups per launch dimension (WebGPU's default limit).
 const MAX_GROUPS: usize = 65535;
-
-/// `rater_logits.wgsl`'s parameters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct LogitsParams {
-    n_visual: u32,
-    n_text: u32,
-    hidden: u32,
-    _pad0: u32,
-}
-
-/// `rater_probs.wgsl`'s parameters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct ProbsParams {
-    n_heads: u32,
-    n_kv_heads: u32,
-    n_raters: u32,
-    n_keys: u32,
-    n_visual: u32,
-    head_dim: u32,
-    scale: f32,
-    _pad0: u32,
-}
-
-/// `rater_probs_reduce.wgsl`'s parameters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    n_heads: u32,
-    n_raters: u32,
-    n_cols: u32,
-    n_visual: u32,
-    over_heads: u32,
-    gather: u32,
-    gravity: u32,
-    _pad0: u32,
-}
-
-/// `pairwise_distances.wgsl`'s parameters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct DistanceParams {
-    n_rows: u32,
-    hidden: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-/// `compact.wgsl`'s parameters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct CompactParams {
-    n_out: u32,
-    width: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-/// `top_k.wgsl`'s parameters.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct TopKParams {
-    n: u32,
-    n_tiles: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
 
 /// The wgpu backend of the sparsifier's numerics.
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +148,7 @@ impl AsyncNumerics for WgpuNumerics<'_> {
         let visual = upload_indices(ctx, "visual rows", visual_rows)?;
         let text = upload_indices(ctx, "text rows", text_rows)?;
         let out = ctx.empty(&[visual_rows.len(), text_rows.len()], DType::F32)?; // [V, T]
-        let params = LogitsParams {
+        let params = RaterLogitsParams {
             n_visual: count("visual rows", visual_rows.len())?,
             n_text: count("text rows", text_rows.len())?,
             hidden: count("hidden size", hidden)?,
@@ -275,7 +209,7 @@ impl AsyncNumerics for WgpuNumerics<'_> {
         let (src, n_cols, gather) = match attention {
             RaterAttention::QkLse { q, k, lse } => {
                 let a = ctx.empty(&[h, n_r, n_vis], DType::F32)?; // [h, r, V]
-                let params = ProbsParams {
+                let params = RaterProbsParams {
                     n_heads,
                     n_kv_heads: count("kv heads", h_kv)?,
                     n_raters,
@@ -297,7 +231,7 @@ impl AsyncNumerics for WgpuNumerics<'_> {
             Reduction::RatersOverHeads => (n_r, 1),
         };
         let out = ctx.empty(&[rows_out, n_vis], DType::F32)?; // [h, V] or [r, V]
-        let params = ReduceParams {
+        let params = RaterProbsReduceParams {
             n_heads,
             n_raters,
             n_cols: count("key columns", n_cols)?,
@@ -322,7 +256,7 @@ impl AsyncNumerics for WgpuNumerics<'_> {
         let ctx = self.ctx;
         let rows_t = upload_indices(ctx, "recycled rows", rows)?; // [n]
         let out = ctx.empty(&[n, n], DType::F32)?; // [n, n]
-        let params = DistanceParams {
+        let params = PairwiseDistancesParams {
             n_rows: count("recycled rows", n)?,
             hidden: count("hidden size", hidden.shape()[1])?,
             _pad0: 0,

@@ -10,11 +10,17 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
+use bytemuck::Pod;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Shape, Storage, Tensor};
 use sparsevlm_core::{CompactionPlan, Reduction};
+use sparsevlm_kernels::params::{
+    CompactParams, PairwiseDistancesParams, RaterProbsParams, RaterProbsReduceParams, TopKParams,
+};
 
 use super::RaterProbsOp;
 
@@ -69,6 +75,14 @@ pub fn compile_all(capability: (i32, i32)) -> Result<Vec<(&'static str, usize)>>
         .collect()
 }
 
+/// A kernel's parameter struct (`sparsevlm_kernels::params`), passed by value as its first argument.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+struct Params<T>(T);
+// SAFETY: `T: Pod` is plain data without padding or pointers, and `repr(transparent)` keeps its layout, which
+// is the `.cu` file's parameter struct.
+unsafe impl<T: Pod> DeviceRepr for Params<T> {}
+
 fn f32_view<'a>(
     (s, l): (&'a CudaStorage, &Layout),
 ) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
@@ -84,36 +98,6 @@ fn wrap(slice: candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>, dev: &
     CudaStorage::wrap_cuda_slice(slice, dev.clone())
 }
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct RaterProbsParams {
-    n_heads: u32,
-    n_kv_heads: u32,
-    n_raters: u32,
-    n_keys: u32,
-    n_visual: u32,
-    head_dim: u32,
-    scale: f32,
-    _pad0: u32,
-}
-// SAFETY: plain `#[repr(C)]` data of u32 and f32 fields, passed by value as the kernel's first parameter.
-unsafe impl DeviceRepr for RaterProbsParams {}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct RaterProbsReduceParams {
-    n_heads: u32,
-    n_raters: u32,
-    n_cols: u32,
-    n_visual: u32,
-    over_heads: u32,
-    gather: u32,
-    gravity: u32,
-    _pad0: u32,
-}
-// SAFETY: as above.
-unsafe impl DeviceRepr for RaterProbsReduceParams {}
-
 pub(super) fn rater_probs(
     op: &RaterProbsOp,
     q: (&CudaStorage, &Layout),
@@ -127,7 +111,7 @@ pub(super) fn rater_probs(
     let keys = dev.clone_htod(&keys)?;
     // probs[h, r, v] of the rater rows on the visual keys.
     let mut probs = dev.alloc_zeros::<f32>(h * r * v)?;
-    let params = RaterProbsParams {
+    let params = Params(RaterProbsParams {
         n_heads: h as u32,
         n_kv_heads: op.n_kv_heads as u32,
         n_raters: r as u32,
@@ -136,7 +120,7 @@ pub(super) fn rater_probs(
         head_dim: op.head_dim as u32,
         scale: op.scale,
         _pad0: 0,
-    };
+    });
     let (qv, kv, lv) = (f32_view(q)?, f32_view(k)?, f32_view(lse)?);
     let f = function(&dev, "rater_probs")?;
     let stream = dev.cuda_stream();
@@ -155,7 +139,7 @@ pub(super) fn rater_probs(
         Reduction::RatersOverHeads => r,
     };
     let mut out = dev.alloc_zeros::<f32>(rows * v)?;
-    let params = RaterProbsReduceParams {
+    let params = Params(RaterProbsReduceParams {
         n_heads: h as u32,
         n_raters: r as u32,
         n_cols: v as u32,
@@ -164,7 +148,7 @@ pub(super) fn rater_probs(
         gather: 0,
         gravity: u32::from(op.gravity.is_some()),
         _pad0: 0,
-    };
+    });
     let f = function(&dev, "rater_probs_reduce")?;
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&f);
@@ -174,17 +158,6 @@ pub(super) fn rater_probs(
     Ok((wrap(out, &dev), Shape::from((rows, v))))
 }
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct FourParams {
-    a: u32,
-    b: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-// SAFETY: as above.
-unsafe impl DeviceRepr for FourParams {}
-
 pub(super) fn top_k_ranks(scores: (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
     let dev = scores.0.device.clone();
     let view = f32_view(scores)?;
@@ -193,7 +166,7 @@ pub(super) fn top_k_ranks(scores: (&CudaStorage, &Layout)) -> Result<(CudaStorag
     let bits =
         unsafe { view.transmute::<u32>(n) }.ok_or_else(|| candle_core::Error::Msg("scores as u32 bits".into()))?;
     let mut rank = dev.alloc_zeros::<u32>(n.max(1))?;
-    let params = FourParams { a: n as u32, b: n.div_ceil(256) as u32, _pad0: 0, _pad1: 0 };
+    let params = Params(TopKParams { n: n as u32, n_tiles: n.div_ceil(256) as u32, _pad0: 0, _pad1: 0 });
     let f = function(&dev, "top_k")?;
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&f);
@@ -211,7 +184,7 @@ pub(super) fn pairwise_distances(rows: &[usize], hidden: (&CudaStorage, &Layout)
     let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
     let idx = dev.clone_htod(&idx)?;
     let mut out = dev.alloc_zeros::<f32>((m * m).max(1))?;
-    let params = FourParams { a: m as u32, b: width as u32, _pad0: 0, _pad1: 0 };
+    let params = Params(PairwiseDistancesParams { n_rows: m as u32, hidden: width as u32, _pad0: 0, _pad1: 0 });
     if m > 0 {
         let f = function(&dev, "pairwise_distances")?;
         let stream = dev.cuda_stream();
@@ -233,7 +206,7 @@ pub(super) fn compact(plan: &CompactionPlan, hidden: (&CudaStorage, &Layout)) ->
     let weight = dev.clone_htod(if plan.weight.is_empty() { &[0f32][..] } else { &plan.weight })?;
     let mut out = dev.alloc_zeros::<f32>((n_out * width).max(1))?;
     if n_out * width > 0 {
-        let params = FourParams { a: n_out as u32, b: width as u32, _pad0: 0, _pad1: 0 };
+        let params = Params(CompactParams { n_out: n_out as u32, width: width as u32, _pad0: 0, _pad1: 0 });
         let f = function(&dev, "compact")?;
         let stream = dev.cuda_stream();
         let mut b = stream.launch_builder(&f);
@@ -277,6 +250,36 @@ const SPLIT_KEYS: usize = 128;
 fn head_row_strides(t: &Tensor) -> Option<(usize, usize)> {
     let stride = t.stride();
     (t.rank() == 4 && stride[3] == 1).then(|| (stride[1], stride[2]))
+}
+
+/// The f32 outputs and work buffers of one attention launch.
+struct AttentionBuffers<'a> {
+    lse: &'a mut CudaSlice<f32>,
+    scratch: &'a mut CudaSlice<f32>,
+    tickets: &'a mut CudaSlice<u32>,
+}
+
+/// Launches `attention` on q, k and v of element type `T` (bf16 or f32) from the given element offsets;
+/// returns the output, `out_len` elements of `T`.
+#[allow(clippy::too_many_arguments)]
+fn launch_attention<T: DeviceRepr + ValidAsZeroBits>(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    cfg: LaunchConfig,
+    params: &AttentionParams,
+    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+    (q_offset, k_offset, v_offset): (usize, usize, usize),
+    out_len: usize,
+    buffers: &mut AttentionBuffers<'_>,
+) -> Result<CudaSlice<T>> {
+    let mut out = dev.alloc_zeros::<T>(out_len)?;
+    let (q, k, v) = (q.slice(q_offset..), k.slice(k_offset..), v.slice(v_offset..));
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(f);
+    b.arg(params).arg(&q).arg(&k).arg(&v).arg(&mut out);
+    b.arg(&mut *buffers.lse).arg(&mut *buffers.scratch).arg(&mut *buffers.tickets);
+    launch(b, cfg)?;
+    Ok(out)
 }
 
 /// Whether [`attention`] takes these tensors (else the caller uses the matmul-softmax path).
@@ -347,31 +350,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f32) -
     let f = function(&dev, "attention")?;
     let grid_x = if split { nq as u32 } else { blocks(nq, 32) };
     let cfg = LaunchConfig { grid_dim: (grid_x, h as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let offsets = (q_layout.start_offset(), k_layout.start_offset(), v_layout.start_offset());
+    let mut buffers = AttentionBuffers { lse: &mut lse, scratch: &mut scratch, tickets: &mut tickets };
     let out_storage = match (&qc.slice, &kc.slice, &vc.slice) {
-        (CudaStorageSlice::BF16(qs), CudaStorageSlice::BF16(ks), CudaStorageSlice::BF16(vs)) => {
-            let mut out = dev.alloc_zeros::<half::bf16>(nq * h * d)?;
-            let (qv, kv, vv) = (
-                qs.slice(q_layout.start_offset()..),
-                ks.slice(k_layout.start_offset()..),
-                vs.slice(v_layout.start_offset()..),
-            );
-            let stream = dev.cuda_stream();
-            let mut b = stream.launch_builder(&f);
-            b.arg(&params).arg(&qv).arg(&kv).arg(&vv).arg(&mut out).arg(&mut lse).arg(&mut scratch).arg(&mut tickets);
-            launch(b, cfg)?;
+        (CudaStorageSlice::BF16(q), CudaStorageSlice::BF16(k), CudaStorageSlice::BF16(v)) => {
+            let out = launch_attention(&dev, &f, cfg, &params, (q, k, v), offsets, nq * h * d, &mut buffers)?;
             CudaStorage::wrap_cuda_slice(out, dev.clone())
         }
-        (CudaStorageSlice::F32(qs), CudaStorageSlice::F32(ks), CudaStorageSlice::F32(vs)) => {
-            let mut out = dev.alloc_zeros::<f32>(nq * h * d)?;
-            let (qv, kv, vv) = (
-                qs.slice(q_layout.start_offset()..),
-                ks.slice(k_layout.start_offset()..),
-                vs.slice(v_layout.start_offset()..),
-            );
-            let stream = dev.cuda_stream();
-            let mut b = stream.launch_builder(&f);
-            b.arg(&params).arg(&qv).arg(&kv).arg(&vv).arg(&mut out).arg(&mut lse).arg(&mut scratch).arg(&mut tickets);
-            launch(b, cfg)?;
+        (CudaStorageSlice::F32(q), CudaStorageSlice::F32(k), CudaStorageSlice::F32(v)) => {
+            let out = launch_attention(&dev, &f, cfg, &params, (q, k, v), offsets, nq * h * d, &mut buffers)?;
             CudaStorage::wrap_cuda_slice(out, dev.clone())
         }
         _ => candle_core::bail!("attention needs q, k and v of one dtype, bf16 or f32"),

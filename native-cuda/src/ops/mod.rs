@@ -297,14 +297,9 @@ pub fn compact(hidden: &Tensor, plan: &CompactionPlan) -> crate::error::Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::numerics::tests::random;
     use candle_core::Device;
     use sparsevlm_core::rng::SplitMix64;
-
-    fn random(rng: &mut SplitMix64, shape: &[usize]) -> (Tensor, CpuTensor) {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
-        (Tensor::from_vec(data.clone(), shape, &Device::Cpu).unwrap(), CpuTensor::new(shape.to_vec(), data).unwrap())
-    }
 
     fn host(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap()

@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::Pod;
 use candle_core::cuda_backend::cudarc::driver::{
@@ -27,15 +27,16 @@ use super::RaterProbsOp;
 type Result<T> = candle_core::Result<T>;
 
 /// PTX text by (kernel name, compute capability).
-type PtxCache = HashMap<(String, (i32, i32)), String>;
+type PtxCache = HashMap<(String, (i32, i32)), Arc<str>>;
 
-/// PTX of each kernel per compute capability, compiled once per process.
-fn ptx(name: &str, capability: (i32, i32)) -> Result<String> {
+/// PTX of each kernel per compute capability, compiled once per process. Launches ask for it every time
+/// (candle loads the module only when the device lacks it), so it is shared, never copied.
+fn ptx(name: &str, capability: (i32, i32)) -> Result<Arc<str>> {
     static CACHE: OnceLock<Mutex<PtxCache>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let key = (name.to_owned(), capability);
     if let Some(ptx) = cache.lock().map_err(|_| candle_core::Error::Msg("PTX cache poisoned".into()))?.get(&key) {
-        return Ok(ptx.clone());
+        return Ok(Arc::clone(ptx));
     }
     let source = sparsevlm_kernels::kernel(name)
         .and_then(|k| k.cuda)
@@ -44,10 +45,11 @@ fn ptx(name: &str, capability: (i32, i32)) -> Result<String> {
         options: vec![format!("--gpu-architecture=compute_{}{}", capability.0, capability.1)],
         ..Default::default()
     };
-    let ptx = compile_ptx_with_opts(source, options)
+    let ptx: Arc<str> = compile_ptx_with_opts(source, options)
         .map_err(|e| candle_core::Error::Msg(format!("NVRTC could not compile {name}: {e}")))?
-        .to_src();
-    cache.lock().map_err(|_| candle_core::Error::Msg("PTX cache poisoned".into()))?.insert(key, ptx.clone());
+        .to_src()
+        .into();
+    cache.lock().map_err(|_| candle_core::Error::Msg("PTX cache poisoned".into()))?.insert(key, Arc::clone(&ptx));
     Ok(ptx)
 }
 

@@ -6,19 +6,18 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks: Rust components, the wasm target, protoc, Mesa's CPU Vulkan driver.
+# Install what a fresh machine lacks: Rust components, the wasm target, Mesa's CPU Vulkan driver.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
     rustup component add rustfmt clippy
     rustup target add wasm32-unknown-unknown
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    command -v protoc >/dev/null || $SUDO apt-get install -y protobuf-compiler
     [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || $SUDO apt-get install -y mesa-vulkan-drivers libvulkan1
 
 # The suite CI runs: formatting, lints, every test (wgpu must find a Vulkan adapter, NVRTC compiles the CUDA kernels), wasm, browser.
 test: fmt-check lint wasm
-    nvrtc="$(scripts/nvrtc.sh)" && SPARSEVLM_REQUIRE_WGPU=1 SPARSEVLM_REQUIRE_NVRTC=1 \
+    nvrtc="$(scripts/nvrtc.sh)" && SPARSEVLM_REQUIRE_WGPU=1 SPARSEVLM_REQUIRE_NVRTC=1 SPARSEVLM_REQUIRE_PARTS=1 \
         LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" \
         cargo test --workspace --all-targets
     cargo test --workspace --doc
@@ -57,22 +56,15 @@ run *ARGS:
 fetch-mini:
     cargo run --release -q -p sparsevlm-cuda -- fetch-mini
 
-# sparsevlm-mini answers a question about an example image at several budgets and draws the kept patches.
-demo: fetch-mini
-    #!/usr/bin/env bash
-    set -euo pipefail
-    mkdir -p demo
-    for budget in 576 192 64 16; do
-        echo "== budget $budget"
-        cargo run --release -q -p sparsevlm-cuda -- run --mini --image examples/easy-vqa-test-0.png \
-            --prompt "what is the color of the triangle?" --budget "$budget" --max-new-tokens 8 \
-            --heatmap "demo/kept-$budget.png"
-    done
-    echo "heatmaps: demo/kept-*.png"
+# sparsevlm-mini answers a question about an example image at 576/192/64/16 tokens and draws the kept patches
+# (fetches the parts on first use), e.g. `just demo --image examples/scene-1.png --prompt "What is the brown shape?"`.
+demo *ARGS:
+    cargo run --release -q -p sparsevlm-cuda -- demo {{ARGS}}
 
-# Train sparsevlm-mini's projector (use a GPU build: see the README), e.g. `just train-mini --device cuda`.
+# Train sparsevlm-mini's projector on the CPU (docs/mini.md); `just train-mini --resume` continues a stopped run.
+# mimalloc's purge is off: handing freed tensors back to the kernel doubled the training time.
 train-mini *ARGS:
-    cargo run --release -q -p sparsevlm-cuda -- train-projector {{ARGS}}
+    MIMALLOC_PURGE_DELAY=-1 cargo run --release -q -p sparsevlm-cuda -- train-projector {{ARGS}}
 
 # Accuracy against the budget for every method on easy-VQA test, written to eval/.
 eval-mini *ARGS:
@@ -91,11 +83,13 @@ web-build:
 web PORT="8080": web-build
     #!/usr/bin/env bash
     set -euo pipefail
-    # The web bundle lives in the parts cache, as `sparsevlm export-web` writes it by default.
-    model="${XDG_CACHE_HOME:-$HOME/.cache}/sparsevlm/mini/web"
-    if [ ! -f "$model/sparsevlm-mini.safetensors" ] || [ ! -f "$model/tokenizer.json" ]; then
+    # The web bundle of the committed projector lives in the parts cache, in a folder named by the
+    # projector's hash, so that a newly trained projector gets a new bundle.
+    projector=models/sparsevlm-mini/projector.safetensors
+    model="${XDG_CACHE_HOME:-$HOME/.cache}/sparsevlm/mini/web-$(sha256sum "$projector" | cut -c1-16)"
+    if [ ! -f "$model/sparsevlm-mini.safetensors" ] || [ ! -f "$model/tokenizer.json" ] || [ ! -f "$model/manifest.json" ]; then
         just fetch-mini
-        cargo run --release -q -p sparsevlm-cuda -- export-web --out "$model"
+        cargo run --release -q -p sparsevlm-cuda -- export-web --projector "$projector" --out "$model"
     fi
     # trunk empties www/dist on every build, removing this link but never what it points to.
     ln -sfn "$model" www/dist/model
@@ -116,7 +110,9 @@ test-web: web-build
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.1
     done
-    node www/tests/e2e.mjs "http://127.0.0.1:$port/?model=model-tiny"
+    # Check (h) exports another tiny bundle (another seed) into the served folder, as a re-export would.
+    E2E_REEXPORT="cargo run --profile test -q -p sparsevlm-cuda -- export-web --tiny --seed 1 --out www/dist/model-tiny" \
+        node www/tests/e2e.mjs "http://127.0.0.1:$port/?model=model-tiny"
 
 # nvcc, NVRTC and the CUDA libraries come from pinned PyPI wheels, a stub stands in for the driver's libcuda at
 # link time, and candle's kernels are sm_80 PTX (A100, H100 and newer).

@@ -54,10 +54,18 @@ async function setImage(bytes) {
   drawSquare($("heatmap-b"), bitmap);
 }
 
+/** Shows the out-of-domain warning under the answer unless the image is like the training data. */
+function markDomain(inDomain) {
+  $("domain-warning").hidden = inDomain;
+}
+
 async function chooseExample() {
-  const response = await fetch($("image-choice").value);
-  if (!response.ok) throw new Error(`cannot load ${$("image-choice").value}: HTTP ${response.status}`);
+  const url = $("image-choice").value;
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`cannot load ${url}: HTTP ${response.status}`);
   await setImage(new Uint8Array(await response.arrayBuffer()));
+  // The projector is trained on easy-VQA and generated scenes only.
+  markDomain(/\/(scene|easy-vqa)-[^/]*$/.test(url));
 }
 
 function formatFlops(savings) {
@@ -168,6 +176,7 @@ function wireControls() {
     const file = $("image-upload").files[0];
     if (!file) return;
     await setImage(new Uint8Array(await file.arrayBuffer()));
+    markDomain(false);
     if (asked) ask();
   });
 }

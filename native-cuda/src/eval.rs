@@ -5,14 +5,14 @@
 //! and the dense run (the budget equal to the visual token count) is shared by all methods.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sparsevlm_core::SparseConfig;
 
 use crate::data::{normalize_answer, VqaItem};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::loader::progress_bar;
 use crate::models::llava::{Decoding, GenerateOptions, Llava};
 use crate::plot::{accuracy_plot, Series};
@@ -73,7 +73,75 @@ pub struct EvalPoint {
     pub equivalent_tokens: f64,
 }
 
-/// Evaluates `methods` at `budgets` on `items`. Budgets at or above the visual token count run dense.
+/// One answer at one (method, budget).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub method: String,
+    pub budget: u32,
+    pub correct: bool,
+    pub equivalent_tokens: f64,
+}
+
+/// Every answer to one question: a line of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionResult {
+    pub index: usize,
+    pub question: String,
+    pub answer: String,
+    pub results: Vec<Scored>,
+}
+
+/// A JSON-lines record of finished questions, so that a stopped evaluation resumes where it stopped.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    done: HashMap<usize, QuestionResult>,
+}
+
+impl Journal {
+    /// Opens (or starts) the journal at `path`. A line that does not parse (a run killed mid-write) ends
+    /// the readable part; the rest is recomputed.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut done = HashMap::new();
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            for line in text.lines() {
+                match serde_json::from_str::<QuestionResult>(line) {
+                    Ok(r) => {
+                        done.insert(r.index, r);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(Journal { path: path.to_path_buf(), done })
+    }
+
+    /// The stored result of question `index`, when it is the same question asked at the same points.
+    fn get(&self, index: usize, item: &VqaItem, points: &[(String, u32)]) -> Option<QuestionResult> {
+        let r = self.done.get(&index)?;
+        let same_points = r.results.len() == points.len()
+            && r.results.iter().zip(points).all(|(s, (m, b))| &s.method == m && s.budget == *b);
+        (r.question == item.question && r.answer == item.answer && same_points).then(|| r.clone())
+    }
+
+    fn append(&mut self, result: &QuestionResult) -> Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        let line = serde_json::to_string(result).map_err(|e| Error::Input(e.to_string()))?;
+        writeln!(file, "{line}").map_err(|e| Error::io(&self.path, e))?;
+        self.done.insert(result.index, result.clone());
+        Ok(())
+    }
+}
+
+/// Evaluates `methods` at `budgets` on `items`. Budgets at or above the visual token count run dense
+/// (once, shared by every method). With a journal, finished questions are read back instead of run.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Llava,
     prompter: &dyn Prompter,
@@ -81,16 +149,23 @@ pub fn evaluate(
     items: &[VqaItem],
     methods: &[EvalMethod],
     budgets: &[u32],
+    mut journal: Option<&mut Journal>,
     show_progress: bool,
 ) -> Result<Vec<EvalPoint>> {
     let n_visual = model.config.vision.n_patches() as u32;
     let options =
         GenerateOptions { max_new_tokens: 4, decoding: Decoding::Greedy, stop_tokens: prompter.stop_tokens() };
-    // (method label, budget) -> (correct, total, Σ equivalent tokens)
-    let mut tally: HashMap<(String, u32), (usize, usize, f64)> = HashMap::new();
+    let points: Vec<(String, u32)> =
+        budgets.iter().flat_map(|&b| methods.iter().map(move |m| (m.label().to_owned(), b.min(n_visual)))).collect();
     let mut images: HashMap<PathBuf, Tensor> = HashMap::new();
+    let mut results = Vec::with_capacity(items.len());
     let bar = progress_bar(items.len() as u64, "evaluating", show_progress);
-    for item in items {
+    for (index, item) in items.iter().enumerate() {
+        if let Some(done) = journal.as_ref().and_then(|j| j.get(index, item, &points)) {
+            results.push(done);
+            bar.inc(1);
+            continue;
+        }
         let features = match images.get(&item.image) {
             Some(f) => f.clone(),
             None => {
@@ -112,21 +187,39 @@ pub fn evaluate(
         // The dense answer is shared by every method, and computed only if a budget asks for it.
         let dense =
             if budgets.iter().any(|&b| b >= n_visual) { Some(answer_with(&SparseConfig::dense())?) } else { None };
+        let mut scored = Vec::with_capacity(points.len());
         for &budget in budgets {
             for method in methods {
-                let (ok, eq) = match dense {
+                let (correct, equivalent_tokens) = match dense {
                     Some(d) if budget >= n_visual => d,
                     _ => answer_with(&method.config(budget))?,
                 };
-                let entry = tally.entry((method.label().to_owned(), budget.min(n_visual))).or_default();
-                entry.0 += usize::from(ok);
-                entry.1 += 1;
-                entry.2 += eq;
+                let (method, budget) = (method.label().to_owned(), budget.min(n_visual));
+                scored.push(Scored { method, budget, correct, equivalent_tokens });
             }
         }
+        let result =
+            QuestionResult { index, question: item.question.clone(), answer: item.answer.clone(), results: scored };
+        if let Some(j) = journal.as_mut() {
+            j.append(&result)?;
+        }
+        results.push(result);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    Ok(tally(&results))
+}
+
+/// Accuracy and mean equivalent tokens per (method, budget).
+pub fn tally(results: &[QuestionResult]) -> Vec<EvalPoint> {
+    // (method label, budget) -> (correct, total, Σ equivalent tokens)
+    let mut tally: HashMap<(String, u32), (usize, usize, f64)> = HashMap::new();
+    for s in results.iter().flat_map(|r| &r.results) {
+        let entry = tally.entry((s.method.clone(), s.budget)).or_default();
+        entry.0 += usize::from(s.correct);
+        entry.1 += 1;
+        entry.2 += s.equivalent_tokens;
+    }
     let mut points: Vec<EvalPoint> = tally
         .into_iter()
         .map(|((method, budget), (correct, total, eq))| EvalPoint {
@@ -139,7 +232,7 @@ pub fn evaluate(
         })
         .collect();
     points.sort_by(|a, b| a.method.cmp(&b.method).then(b.budget.cmp(&a.budget)));
-    Ok(points)
+    points
 }
 
 /// A Markdown table: one row per method, one column per budget (accuracy in %).

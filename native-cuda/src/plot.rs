@@ -1,5 +1,6 @@
-//! A small line chart of accuracy against retained visual tokens, drawn directly into a PNG (one line
-//! per method, log-scale token axis), so that results can be looked at rather than read.
+//! Small line charts drawn directly into a PNG, so that results can be looked at rather than read:
+//! accuracy against retained visual tokens (one line per method, log-scale token axis) and training
+//! loss curves.
 
 use image::{Rgb, RgbImage};
 
@@ -97,6 +98,56 @@ pub fn accuracy_plot(title: &str, series: &[Series]) -> RgbImage {
             3,
         );
         draw_text(&mut img, &s.label, W - RIGHT + 52, ly, 1, W - 4, black);
+    }
+    img
+}
+
+/// A training curve: each step's loss (light) and its moving average over 25 steps (dark), against the
+/// step, with linear axes from zero.
+pub fn loss_plot(title: &str, points: &[(f64, f64)]) -> RgbImage {
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let x_max = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let y_max = points.iter().map(|p| p.1).filter(|y| y.is_finite()).fold(1e-3f64, f64::max);
+    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
+    let sx = |x: f64| LEFT as f64 + x / x_max * pw;
+    let sy = |y: f64| TOP as f64 + (1.0 - (y / y_max).clamp(0.0, 1.0)) * ph;
+    let (grey, black) = (Rgb([220, 220, 220]), Rgb([0, 0, 0]));
+    for i in 0..=5 {
+        let (x, y) = (i as f64 / 5.0 * x_max, i as f64 / 5.0 * y_max);
+        line(&mut img, (LEFT as f64, sy(y)), (LEFT as f64 + pw, sy(y)), grey, 1);
+        let label = format!("{y:.2}");
+        draw_text(&mut img, &label, LEFT - 8 - text_width(&label, 1), sy(y) as u32 - 4, 1, LEFT, black);
+        let label = format!("{x:.0}");
+        let at = (sx(x) as u32).saturating_sub(text_width(&label, 1) / 2);
+        draw_text(&mut img, &label, at, H - BOTTOM + 8, 1, W, black);
+    }
+    line(&mut img, (LEFT as f64, TOP as f64 + ph), (LEFT as f64 + pw, TOP as f64 + ph), black, 1);
+    line(&mut img, (LEFT as f64, TOP as f64), (LEFT as f64, TOP as f64 + ph), black, 1);
+    draw_text(&mut img, title, LEFT, 16, 2, W, black);
+    let axis = "optimisation step";
+    draw_text(&mut img, axis, LEFT + (pw as u32 - text_width(axis, 1)) / 2, H - BOTTOM + 30, 1, W, black);
+    let window = 25usize;
+    let smooth: Vec<(f64, f64)> = (0..points.len())
+        .map(|i| {
+            let w = &points[i.saturating_sub(window - 1)..=i];
+            (points[i].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64)
+        })
+        .collect();
+    for (series, color, width, label, row) in
+        [(points, [170, 200, 230], 1, "loss per step", 0u32), (&smooth[..], COLORS[0], 3, "moving average (25)", 1)]
+    {
+        for pair in series.windows(2) {
+            line(&mut img, (sx(pair[0].0), sy(pair[0].1)), (sx(pair[1].0), sy(pair[1].1)), Rgb(color), width);
+        }
+        let ly = TOP + 10 + 22 * row;
+        line(
+            &mut img,
+            ((W - RIGHT + 20) as f64, ly as f64 + 4.0),
+            ((W - RIGHT + 44) as f64, ly as f64 + 4.0),
+            Rgb(color),
+            3,
+        );
+        draw_text(&mut img, label, W - RIGHT + 52, ly, 1, W - 4, black);
     }
     img
 }

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device};
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, LLAVA_SHORT_ANSWER};
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, Journal, LlavaPrompter, LLAVA_SHORT_ANSWER};
 use sparsevlm_cuda::models::llava::{Llava, LoadOptions};
 use sparsevlm_cuda::preprocess::PreprocessConfig;
 use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec};
@@ -33,8 +33,11 @@ fn every_method_and_budget_is_scored() {
         LlavaPrompter { tokenizer, template: PromptTemplate::LlavaHf, instruction: Some(LLAVA_SHORT_ANSWER) };
     let methods =
         [EvalMethod::SparseVlmV15, EvalMethod::SparseVlmV20, EvalMethod::FastV, EvalMethod::PDrop, EvalMethod::Random];
-    let points =
-        evaluate(&model, &prompter, &PreprocessConfig::default(), &items, &methods, &[576, 64, 16], false).unwrap();
+    let budgets = [576, 64, 16];
+    let path = tmp.path().join("eval.jsonl");
+    let mut journal = Journal::open(&path).unwrap();
+    let pre = PreprocessConfig::default();
+    let points = evaluate(&model, &prompter, &pre, &items, &methods, &budgets, Some(&mut journal), false).unwrap();
     assert_eq!(points.len(), methods.len() * 3);
     assert!(points.iter().all(|p| p.total == 3));
     let dense: Vec<f64> = points.iter().filter(|p| p.budget == 576).map(|p| p.accuracy).collect();
@@ -51,4 +54,21 @@ fn every_method_and_budget_is_scored() {
     let table = markdown(&points);
     assert!(table.contains("| SparseVLM v1.5 |") && table.contains("| 576 | 64 | 16 |"), "{table}");
     assert_eq!(plot("tiny", &points).dimensions(), (960, 600));
+
+    // A resumed run reads finished questions back from the journal: flip one stored verdict and see it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    let mut first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let verdict = first["results"][0]["correct"].as_bool().unwrap();
+    first["results"][0]["correct"] = serde_json::Value::Bool(!verdict);
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&path, format!("{first}\n{}\n", rest.join("\n"))).unwrap();
+    let mut journal = Journal::open(&path).unwrap();
+    let again = evaluate(&model, &prompter, &pre, &items, &methods, &budgets, Some(&mut journal), false).unwrap();
+    let first_point = |ps: &[sparsevlm_cuda::eval::EvalPoint]| {
+        ps.iter().find(|p| p.budget == 576 && p.method == methods[0].label()).unwrap().correct as i64
+    };
+    let (before, flipped) = (first_point(&points), first_point(&again));
+    assert_eq!(flipped - before, if verdict { -1 } else { 1 });
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "nothing was recomputed");
 }

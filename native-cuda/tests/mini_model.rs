@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use sparsevlm_core::{Budget, Method, SparseConfig};
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, EASY_VQA};
+use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_all, fetch_part, parts_required, EASY_VQA};
 use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions};
 use sparsevlm_cuda::preprocess;
@@ -15,14 +15,13 @@ use sparsevlm_cuda::train::Example;
 #[test]
 fn mini_runs_prunes_and_trains_from_the_real_parts() {
     let cache = default_cache_dir();
-    let data = match fetch_part(&cache, &EASY_VQA) {
-        Ok(d) => d,
-        Err(e) => return eprintln!("SKIP: the sparsevlm-mini parts cannot be fetched: {e}"),
-    };
-    let mini = match load_mini(&cache, &ProjectorSource::Untrained { seed: 0, lr: 1e-3 }, &Device::Cpu, DType::F32) {
-        Ok(m) => m,
-        Err(e) => return eprintln!("SKIP: the sparsevlm-mini parts cannot be loaded: {e}"),
-    };
+    if let Err(e) = fetch_all(&cache) {
+        assert!(!parts_required(), "SPARSEVLM_REQUIRE_PARTS=1 but the parts cannot be fetched: {e}");
+        return eprintln!("SKIP: the sparsevlm-mini parts cannot be fetched: {e}");
+    }
+    // Fetched parts must load: a conversion or load error fails the test.
+    let data = fetch_part(&cache, &EASY_VQA).unwrap();
+    let mini = load_mini(&cache, &ProjectorSource::Untrained { seed: 0 }, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(mini.model.config.vision.n_patches(), 576);
     assert_eq!(mini.model.config.text.layers, 30);
     let image = preprocess::load_image(data.join("test/images/0.png")).unwrap();

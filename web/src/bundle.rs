@@ -19,6 +19,10 @@
 //! - Projector tensors `projector.linear_1.{weight,bias}`, `projector.linear_2.{weight,bias}` (mlp2x_gelu).
 //!
 //! `tokenizer.json` is the Hugging Face tokenizer rebuilt from the GGUF vocabulary.
+//!
+//! `manifest.json` ([`BundleManifest`]) names the content: the size and SHA-256 of both files and one
+//! bundle hash over them. The page fetches it first, past every cache, and keeps the files in a Cache API
+//! store named by the bundle hash, so a re-exported bundle is downloaded again and the old store dropped.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,10 @@ use serde::{Deserialize, Serialize};
 pub const WEIGHTS_FILE: &str = "sparsevlm-mini.safetensors";
 /// File name of the tokenizer in a bundle directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// File name of the [`BundleManifest`] in a bundle directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Version of the manifest layout.
+pub const MANIFEST_FORMAT: u32 = 1;
 /// Metadata key of the [`BundleConfig`] JSON.
 pub const CONFIG_KEY: &str = "sparsevlm.bundle";
 /// Version of this layout.
@@ -111,5 +119,79 @@ impl BundleConfig {
     pub fn n_visual(&self) -> usize {
         let g = self.vision.image_size / self.vision.patch_size;
         g * g
+    }
+}
+
+/// The size and SHA-256 of one file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what a bundle directory holds, by content.
+///
+/// ```json
+/// {
+///   "format": 1,
+///   "bundle_sha256": "<hex>",
+///   "files": {
+///     "sparsevlm-mini.safetensors": { "bytes": <size>, "sha256": "<hex>" },
+///     "tokenizer.json": { "bytes": <size>, "sha256": "<hex>" }
+///   }
+/// }
+/// ```
+///
+/// `bundle_sha256` is the SHA-256 of [`BundleManifest::digest_input`]: the lines `sha256sum` prints for the
+/// files in name order, so `sha256sum sparsevlm-mini.safetensors tokenizer.json | sha256sum` in the bundle
+/// directory gives it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleManifest {
+    pub format: u32,
+    /// Lower-case hex.
+    pub bundle_sha256: String,
+    /// By file name: [`WEIGHTS_FILE`] and [`TOKENIZER_FILE`].
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl BundleManifest {
+    /// The text whose SHA-256 is the bundle hash: `"{sha256}  {name}\n"` per file, in name order.
+    pub fn digest_input(files: &BTreeMap<String, FileDigest>) -> String {
+        files.iter().map(|(name, f)| format!("{}  {name}\n", f.sha256)).collect()
+    }
+
+    /// Parses `manifest.json` and checks it names both files with well-formed hashes.
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+        match value.get("format").and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(MANIFEST_FORMAT) => {}
+            other => {
+                return Err(format!(
+                    "manifest format {} is not supported (this build reads format {MANIFEST_FORMAT})",
+                    other.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+                ))
+            }
+        }
+        let manifest: BundleManifest = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if !is_sha256_hex(&manifest.bundle_sha256) {
+            return Err(format!("bundle_sha256 {:?} is not a SHA-256 in hex", manifest.bundle_sha256));
+        }
+        for name in [WEIGHTS_FILE, TOKENIZER_FILE] {
+            let file = manifest.files.get(name).ok_or_else(|| format!("it does not list {name}"))?;
+            if !is_sha256_hex(&file.sha256) {
+                return Err(format!("the SHA-256 of {name}, {:?}, is not a SHA-256 in hex", file.sha256));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The first 16 hex digits of the bundle hash, enough to tell bundles apart (cache names, folders).
+    pub fn short_hash(&self) -> &str {
+        self.bundle_sha256.get(..16).unwrap_or(&self.bundle_sha256)
     }
 }

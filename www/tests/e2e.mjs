@@ -17,7 +17,11 @@
 //   CHROMIUM          the browser binary (default: /usr/bin/chromium)
 //   E2E_LOAD_TIMEOUT  seconds for the model to load (default 120)
 //   E2E_ANSWER_TIMEOUT  seconds for one answer (default 180)
+//   E2E_REEXPORT      a shell command that exports a different bundle (another seed) into the folder the
+//                     page loads; check (h) runs it and expects the next visit to download the new bundle
+//                     into a new Cache API store, the old store deleted (without it, (h) is skipped)
 
+import { execSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, parse, resolve } from "node:path";
@@ -30,7 +34,10 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOT = resolve(process.env.SCREENSHOT || join(HERE, "output", "demo.png"));
 const LOAD_TIMEOUT_MS = 1000 * Number(process.env.E2E_LOAD_TIMEOUT || 120);
 const ANSWER_TIMEOUT_MS = 1000 * Number(process.env.E2E_ANSWER_TIMEOUT || 180);
-const QUESTION = "What is the color of the shape?";
+const REEXPORT = process.env.E2E_REEXPORT || "";
+const QUESTION = "What color is the triangle?";
+const BUNDLE_FILES = ["sparsevlm-mini.safetensors", "tokenizer.json"];
+const CACHE_PREFIX = "sparsevlm-mini-";
 const SMALL_BUDGET = 16;
 const METHODS = ["v1.5", "v2.0", "fastv", "pdrop", "random", "dense"];
 const CONTRACT_IDS = [
@@ -235,6 +242,58 @@ function withSuffix(path, suffix) {
   return join(p.dir, `${p.name}${suffix}${p.ext || ".png"}`);
 }
 
+/** The bundle's manifest as the page sees it (its model folder, past every cache). */
+function bundleManifest(page) {
+  return page.evaluate(async () => {
+    const base = new URL(new URLSearchParams(location.search).get("model") ?? "model", location.href).href;
+    const response = await fetch(`${base}/manifest.json`, { cache: "no-store" });
+    if (!response.ok) throw new Error(`${base}/manifest.json: HTTP ${response.status}`);
+    return response.json();
+  });
+}
+
+/** The page's Cache API stores of bundles: name → cached URLs. */
+function bundleStores(page) {
+  return page.evaluate(async (prefix) => {
+    const stores = {};
+    for (const name of await caches.keys()) {
+      if (name.startsWith(prefix)) stores[name] = (await (await caches.open(name)).keys()).map((r) => r.url);
+    }
+    return stores;
+  }, CACHE_PREFIX);
+}
+
+/** Checks that the only bundle store is the one named by `manifest`'s hash and that it holds both files. */
+async function expectOneStore(page, manifest) {
+  const stores = await bundleStores(page);
+  const expected = `${CACHE_PREFIX}${manifest.bundle_sha256.slice(0, 16)}`;
+  const names = Object.keys(stores);
+  assert(names.length === 1 && names[0] === expected,
+    `the bundle stores are ${JSON.stringify(names)}, expected only ${expected}`);
+  for (const file of BUNDLE_FILES) {
+    assert(stores[expected].some((url) => url.endsWith(file)),
+      `${file} is not in ${expected}: ${JSON.stringify(stores[expected])}`);
+  }
+  return expected;
+}
+
+/** Reloads the page and returns the bundle files it requested from the network while loading. */
+async function reloadAndRecordDownloads(page) {
+  const downloads = [];
+  const record = (request) => {
+    if (BUNDLE_FILES.some((file) => request.url().endsWith(file))) downloads.push(request.url());
+  };
+  page.on("request", record);
+  try {
+    await page.reload({ waitUntil: "load" });
+    const now = await waitForState(page, ["ready", "error", "no-webgpu"], LOAD_TIMEOUT_MS);
+    assert(now.state === "ready", `state "${now.state}" after the reload; #status: "${now.status}"`);
+  } finally {
+    page.off("request", record);
+  }
+  return downloads;
+}
+
 async function withWebGpu() {
   const { context, close } = await launch(WEBGPU_ARGS);
   const page = context.pages()[0] ?? (await context.newPage());
@@ -382,28 +441,38 @@ async function withWebGpu() {
       assert(log.errors.length === 0, log.errors.join(" | "));
     });
 
-    // (g) The bundle went into the Cache API, and a second visit loads it without downloading it.
-    await check("(g) a second visit loads the model from the browser cache", async () => {
-      const cached = await page.evaluate(async () => {
-        const cache = await caches.open("sparsevlm-mini-v1");
-        return (await cache.keys()).map((request) => request.url);
-      });
-      for (const file of ["sparsevlm-mini.safetensors", "tokenizer.json"]) {
-        assert(cached.some((url) => url.endsWith(file)), `${file} is not in the cache: ${JSON.stringify(cached)}`);
-      }
-      const downloads = [];
-      const record = (request) => {
-        if (/sparsevlm-mini\.safetensors|tokenizer\.json/.test(request.url())) downloads.push(request.url());
-      };
-      page.on("request", record);
+    // (g) The bundle went into the Cache API store named by its hash, and a second visit loads it from there.
+    let cachedManifest = null;
+    const cachedOk = await check("(g) a second visit loads the model from the browser cache", async () => {
+      const manifest = await bundleManifest(page);
+      const store = await expectOneStore(page, manifest);
       const started = Date.now();
-      await page.reload({ waitUntil: "load" });
-      const now = await waitForState(page, ["ready", "error", "no-webgpu"], LOAD_TIMEOUT_MS);
-      page.off("request", record);
-      assert(now.state === "ready", `state "${now.state}" after the reload; #status: "${now.status}"`);
+      const downloads = await reloadAndRecordDownloads(page);
       assert(downloads.length === 0, `the reload downloaded ${downloads.join(", ")}`);
-      return `ready ${seconds(Date.now() - started)} after the reload, nothing downloaded`;
+      cachedManifest = manifest;
+      return `store ${store}; ready ${seconds(Date.now() - started)} after the reload, nothing downloaded`;
     });
+
+    // (h) A bundle exported again (another seed) is downloaded on the next visit, into a new store.
+    const reexport = "(h) a re-exported bundle is downloaded again, into a new store, the old one deleted";
+    if (!REEXPORT) {
+      skip(reexport, "E2E_REEXPORT is not set");
+    } else if (!cachedOk) {
+      skip(reexport, "the first bundle was not cached");
+    } else {
+      await check(reexport, async () => {
+        execSync(REEXPORT, { stdio: ["ignore", "ignore", "pipe"] });
+        const manifest = await bundleManifest(page);
+        assert(manifest.bundle_sha256 !== cachedManifest.bundle_sha256,
+          `the bundle hash is still ${manifest.bundle_sha256} after \`${REEXPORT}\``);
+        const downloads = await reloadAndRecordDownloads(page);
+        const missed = BUNDLE_FILES.filter((file) => !downloads.some((url) => url.endsWith(file)));
+        assert(missed.length === 0, `the reload did not download ${missed.join(", ")} (it downloaded ` +
+          `${JSON.stringify(downloads)})`);
+        const store = await expectOneStore(page, manifest);
+        return `store ${store}; ${downloads.length} files downloaded`;
+      });
+    }
   } catch (error) {
     notOk("the browser with WebGPU", error?.message ?? error);
   }

@@ -158,7 +158,7 @@ impl DeviceArgs {
                 .ok_or_else(|| anyhow!("unknown device {other:?}: use cpu, cuda, cuda:N, or wgpu with `run --mini`"))?,
         };
         if !candle_core::utils::cuda_is_available() {
-            bail!("this binary was built without CUDA support (GPU builds are not available yet); use --device cpu");
+            bail!("this binary was built without CUDA: build one with `just build-cuda` (docs/cuda.md) or use --device cpu");
         }
         Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
     }

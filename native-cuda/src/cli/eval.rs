@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER};
+use sparsevlm_cuda::eval::{
+    evaluate, markdown, plot, EvalMethod, Journal, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER,
+};
 use sparsevlm_cuda::heatmap::save_png;
 use sparsevlm_cuda::mini::fetch;
 use sparsevlm_cuda::preprocess::{read_config, PreprocessConfig};
@@ -49,10 +51,18 @@ pub struct EvalArgs {
     /// Retained visual tokens; the visual token count itself is the dense run.
     #[arg(long, value_delimiter = ',', default_values_t = [576u32, 192, 128, 96, 64, 32, 16])]
     pub budgets: Vec<u32>,
-    /// Evaluate only the first N questions.
+    /// Evaluate only the first N questions (of the sample, with --sample). A later run without it, or with
+    /// a larger N, resumes from the journal.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Folder for eval.json, eval.md and eval.png.
+    /// Evaluate a seeded random sample of N questions (the same N and seed give the same sample).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// The seed of --sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder for eval.json, eval.md, eval.png and the journal of finished questions (eval.jsonl), from which
+    /// a stopped run resumes.
     #[arg(long, default_value = "eval")]
     pub out_dir: PathBuf,
 }
@@ -65,6 +75,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         (None, false) => bail!("give the questions with --data DIR"),
     };
     let mut items = read_easy_vqa(&data)?;
+    if let Some(n) = args.sample {
+        items = seeded_sample(items, n, args.seed);
+    }
     if let Some(n) = args.limit {
         items.truncate(n);
     }
@@ -92,10 +105,19 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
     };
     let methods: Vec<EvalMethod> = args.methods.iter().map(|m| m.method()).collect();
-    let points = evaluate(model, prompter.as_ref(), &preprocess, &items, &methods, &args.budgets, true)?;
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    // Every finished question is journaled: a stopped evaluation started again with the same arguments
+    // resumes where it stopped.
+    let mut journal = Journal::open(&args.out_dir.join("eval.jsonl"))?;
+    let points =
+        evaluate(model, prompter.as_ref(), &preprocess, &items, &methods, &args.budgets, Some(&mut journal), true)?;
     let table = markdown(&points);
-    let doc = serde_json::json!({"data": data.display().to_string(), "questions": items.len(), "points": points});
+    let doc = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "data": data.display().to_string(),
+        "questions": items.len(),
+        "points": points,
+    });
     std::fs::write(args.out_dir.join("eval.json"), serde_json::to_string_pretty(&doc)?)?;
     std::fs::write(args.out_dir.join("eval.md"), &table)?;
     let title = format!("accuracy vs retained visual tokens ({} questions)", items.len());
@@ -107,4 +129,35 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 
 fn id_is_hf(model: &sparsevlm_cuda::models::llava::Llava) -> bool {
     model.config.layout == sparsevlm_cuda::config::Layout::LlavaHf
+}
+
+/// `n` questions drawn without replacement with a seeded generator, in their original order (so that the
+/// questions about one image stay together).
+fn seeded_sample<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
+    let mut rng = sparsevlm_core::rng::SplitMix64::new(seed);
+    let mut index: Vec<usize> = (0..items.len()).collect();
+    for i in 0..n.min(index.len()) {
+        let j = i + (rng.next_u64() % (index.len() - i) as u64) as usize;
+        index.swap(i, j);
+    }
+    index.truncate(n);
+    index.sort_unstable();
+    let mut keep = vec![false; items.len()];
+    index.iter().for_each(|&i| keep[i] = true);
+    items.into_iter().zip(keep).filter_map(|(item, k)| k.then_some(item)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seeded_sample;
+
+    #[test]
+    fn samples_are_seeded_ordered_and_bounded() {
+        let a = seeded_sample((0..100).collect(), 10, 3);
+        assert_eq!(a, seeded_sample((0..100).collect(), 10, 3));
+        assert_ne!(a, seeded_sample((0..100).collect(), 10, 4));
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(seeded_sample((0..5).collect::<Vec<i32>>(), 10, 0), vec![0, 1, 2, 3, 4]);
+    }
 }

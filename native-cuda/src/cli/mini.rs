@@ -1,23 +1,17 @@
-//! `sparsevlm fetch-mini` (get and convert sparsevlm-mini's parts), `sparsevlm train-projector` (train its
-//! projector on easy-VQA, LLaVA stage-1 style) and `sparsevlm export-web` (write its web bundle).
+//! `sparsevlm fetch-mini` (get and convert sparsevlm-mini's parts) and `sparsevlm export-web` (write its
+//! web bundle).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor};
+use anyhow::{Context, Result};
 use clap::Args;
-use sparsevlm_core::rng::SplitMix64;
-use sparsevlm_cuda::data::read_easy_vqa;
 use sparsevlm_cuda::mini::bundle::export_bundle;
 use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::mini::model::{converted_backbone, load_mini, MiniParts, ProjectorSource};
+use sparsevlm_cuda::mini::model::{converted_backbone, MiniParts, ProjectorSource};
 use sparsevlm_cuda::mini::tiny::write_tiny_mini;
-use sparsevlm_cuda::preprocess;
-use sparsevlm_cuda::train::Example;
 
-use super::common::{CacheArgs, DeviceArgs};
+use super::common::CacheArgs;
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -63,7 +57,7 @@ pub fn export_web(args: &ExportArgs) -> Result<()> {
         Some(path) => ProjectorSource::File(path.clone()),
         None => {
             eprintln!("no --projector: exporting an untrained projector (seed {})", args.seed);
-            ProjectorSource::Untrained { seed: args.seed, lr: 1e-3 }
+            ProjectorSource::Untrained { seed: args.seed }
         }
     };
     let parts = MiniParts::cached(&cache, projector)?;
@@ -103,106 +97,5 @@ fn export_tiny(out: &Path, seed: u64) -> Result<()> {
         size as f64 / 1e3,
         config.n_visual()
     );
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct TrainArgs {
-    /// Training data in the easy-VQA layout (default: easy-VQA train from the parts cache).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-    #[command(flatten)]
-    pub device: DeviceArgs,
-    /// Optimisation steps.
-    #[arg(long, default_value_t = 2000)]
-    pub steps: usize,
-    /// Questions per step.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Use only the first N questions.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Where to write the projector (a JSON log goes next to it).
-    #[arg(long, default_value = "models/sparsevlm-mini/projector.safetensors")]
-    pub out: PathBuf,
-    #[arg(long, default_value_t = 10)]
-    pub log_every: usize,
-}
-
-pub fn train_projector(args: &TrainArgs) -> Result<()> {
-    if args.steps == 0 || args.batch == 0 {
-        bail!("--steps and --batch must be at least 1");
-    }
-    let cache = args.cache.dir();
-    let device = args.device.device()?;
-    let dtype = args.device.dtype(&device)?;
-    let data = match &args.data {
-        Some(d) => d.clone(),
-        None => fetch::fetch_part(&cache, &fetch::EASY_VQA)?.join("train"),
-    };
-    let mut items = read_easy_vqa(&data)?;
-    if let Some(n) = args.limit {
-        items.truncate(n);
-    }
-    let mut mini = load_mini(&cache, &ProjectorSource::Untrained { seed: args.seed, lr: args.lr }, &device, dtype)?;
-    let Some(mut trainer) = mini.trainer.take() else { bail!("the model was built without a trainer") };
-    let model = &mini.model;
-    let mut rng = SplitMix64::new(args.seed ^ 0x7261_696e);
-    let mut features: HashMap<PathBuf, Tensor> = HashMap::new();
-    let mut log = Vec::new();
-    let started = Instant::now();
-    for step in 0..args.steps {
-        let mut batch = Vec::with_capacity(args.batch);
-        for _ in 0..args.batch {
-            let item = &items[(rng.next_u64() % items.len() as u64) as usize];
-            let f = match features.get(&item.image) {
-                Some(f) => f.clone(),
-                None => {
-                    let image = preprocess::load_image(&item.image)?;
-                    let pre = preprocess::preprocess(&image, &mini.preprocess)?;
-                    let pixels = Tensor::from_vec(pre.pixels, (1, 3, pre.height, pre.width), &device)?;
-                    let f = model.vision_features(&pixels)?.detach().to_dtype(DType::F16)?;
-                    features.insert(item.image.clone(), f.clone());
-                    f
-                }
-            };
-            batch.push(Example {
-                features: f,
-                prompt: mini.prompter.prompt(&item.question)?,
-                answer: mini.prompter.answer(&item.answer)?,
-            });
-        }
-        let loss = trainer.step(model, &batch)?;
-        if !loss.is_finite() {
-            bail!("the loss diverged at step {step}");
-        }
-        log.push(serde_json::json!({"step": step + 1, "loss": loss, "seconds": started.elapsed().as_secs_f64()}));
-        if (step + 1) % args.log_every == 0 || step == 0 || step + 1 == args.steps {
-            eprintln!("step {:>5}/{}  loss {loss:.4}  {:.1} s", step + 1, args.steps, started.elapsed().as_secs_f64());
-        }
-    }
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    trainer.save(&args.out)?;
-    let meta = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "data": data.display().to_string(),
-        "questions": items.len(),
-        "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-        "device": args.device.device, "dtype": format!("{dtype:?}"),
-        "seconds": started.elapsed().as_secs_f64(),
-        "log": log,
-    });
-    let meta_path = args.out.with_extension("json");
-    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?)
-        .with_context(|| format!("writing {}", meta_path.display()))?;
-    println!("projector written to {} ({:.0} s)", args.out.display(), started.elapsed().as_secs_f64());
     Ok(())
 }

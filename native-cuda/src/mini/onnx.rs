@@ -2,8 +2,12 @@
 //! PyTorch 2.7 export at opset 14 of an HF `Dinov2Model` followed by a saliency decoder) into one f32
 //! safetensors file with HF `Dinov2Model` names, loadable by [`crate::models::dinov2::Dinov2`].
 //!
-//! The file is decoded with candle-onnx's prost types ([`candle_onnx::onnx::ModelProto`]) and its tensors
-//! with [`candle_onnx::eval::get_tensor`]; nothing is evaluated. The exporter renamed most initialisers
+//! The file is decoded with prost into the message types of the ONNX protobuf schema (`onnx.proto3`, ONNX's
+//! `onnx.proto` in proto3 syntax), [`super::onnx_proto::ModelProto`] and the rest. Those types are Rust code
+//! that prost-build generated once and that is committed, so that building needs no `protoc`;
+//! `scripts/regen-onnx-proto.sh` regenerates them. `tensor_from_proto` turns the initialisers the backbone
+//! needs into candle tensors (FLOAT and INT64, inline or in `raw_data`; anything else is an error); nothing
+//! is evaluated. The exporter renamed most initialisers
 //! (`onnx::MatMul_1972`, `onnx::Reshape_1962`, …), so every weight is found through the node that uses
 //! it, by the node names the exporter derives from the module path:
 //!
@@ -30,7 +34,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_onnx::onnx::{tensor_proto::DataLocation, ModelProto, NodeProto, TensorProto};
+use prost::Message;
+
+use super::onnx_proto::tensor_proto::{DataLocation, DataType};
+use super::onnx_proto::{ModelProto, NodeProto, TensorProto};
 
 use crate::error::{Error, Result};
 use crate::loader;
@@ -44,9 +51,10 @@ const EMB: &str = "/backbone/embeddings";
 /// Converts the ONNX file `onnx` into the safetensors file `out` (f32, HF `Dinov2Model` names, config in
 /// the metadata) and returns the config.
 pub fn convert_dinov2(onnx: &Path, out: &Path) -> Result<Dinov2Config> {
-    std::fs::metadata(onnx).map_err(|e| Error::io(onnx, e))?;
-    let model = candle_onnx::read_file(onnx)
+    let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
+    let model = ModelProto::decode(bytes.as_slice())
         .map_err(|e| Error::checkpoint(onnx, format!("not an ONNX model (protobuf decoding failed: {e})")))?;
+    drop(bytes);
     let (config, tensors) = dinov2_weights(&model, onnx)?;
     save_dinov2(&tensors, &config, out)?;
     Ok(config)
@@ -166,6 +174,64 @@ pub fn read_dinov2_config(path: &Path) -> Result<Dinov2Config> {
     Ok(config)
 }
 
+/// A `TensorProto` with inline data as a CPU tensor of its dims: FLOAT as f32 and INT64 as i64, from
+/// `raw_data` (little-endian, as ONNX stores it) or from `float_data` / `int64_data`. Every other data type,
+/// a negative dim, and data whose length does not match the dims are errors, which say what was found.
+fn tensor_from_proto(t: &TensorProto) -> std::result::Result<Tensor, String> {
+    let dims = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("dims {:?} have a negative size", t.dims)))
+        .collect::<std::result::Result<Vec<usize>, String>>()?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("dims {:?} hold more elements than fit in memory", t.dims))?;
+    let tensor = match DataType::try_from(t.data_type) {
+        Ok(DataType::Float) => {
+            Tensor::from_vec(typed_data(t, &t.float_data, n, "float_data", f32::from_le_bytes)?, dims, &Device::Cpu)
+        }
+        Ok(DataType::Int64) => {
+            Tensor::from_vec(typed_data(t, &t.int64_data, n, "int64_data", i64::from_le_bytes)?, dims, &Device::Cpu)
+        }
+        Ok(other) => return Err(format!("data type {} is not supported (only FLOAT and INT64)", other.as_str_name())),
+        Err(_) => return Err(format!("unknown data type {}", t.data_type)),
+    };
+    tensor.map_err(|e| e.to_string())
+}
+
+/// The `n` values of `t`: from `raw_data`, little-endian `N`-byte values decoded by `from_le`, or from the
+/// typed field `typed` (named `field` in errors). Exactly one of the two may hold data (both empty is fine
+/// when `n` is 0).
+fn typed_data<T: Copy, const N: usize>(
+    t: &TensorProto,
+    typed: &[T],
+    n: usize,
+    field: &str,
+    from_le: fn([u8; N]) -> T,
+) -> std::result::Result<Vec<T>, String> {
+    let dims = &t.dims;
+    match (t.raw_data.is_empty(), typed.is_empty()) {
+        (false, false) => Err(format!("holds both raw_data and {field}")),
+        (true, false) if typed.len() != n => Err(format!("{field} has {} values, dims {dims:?} need {n}", typed.len())),
+        (true, false) => Ok(typed.to_vec()),
+        _ if t.raw_data.len() != n.saturating_mul(N) => Err(format!(
+            "raw_data has {} bytes, dims {dims:?} need {n} values of {N} bytes = {} bytes",
+            t.raw_data.len(),
+            n.saturating_mul(N)
+        )),
+        _ => Ok(t
+            .raw_data
+            .chunks_exact(N)
+            .map(|c| {
+                let mut b = [0u8; N];
+                b.copy_from_slice(c);
+                from_le(b)
+            })
+            .collect()),
+    }
+}
+
 /// Look-ups over one ONNX graph.
 struct Graph<'a> {
     origin: &'a Path,
@@ -205,7 +271,7 @@ impl<'a> Graph<'a> {
         if t.data_location == DataLocation::External as i32 {
             return Err(self.err(format!("initialiser {} uses external data, which is not supported", t.name)));
         }
-        candle_onnx::eval::get_tensor(t, &t.name).map_err(|e| self.err(format!("initialiser {}: {e}", t.name)))
+        tensor_from_proto(t).map_err(|e| self.err(format!("initialiser {}: {e}", t.name)))
     }
 
     /// The value named `name` if it is constant: an initialiser or the output of a `Constant` node.
@@ -363,5 +429,54 @@ impl<'a> Graph<'a> {
             [.., h, d] if *h > 0 && *d > 0 && (*h * *d) as usize == hidden => Ok(*h as usize),
             _ => Err(self.err(format!("cannot read the head count from {} (shape {dims:?})", reshape.name))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(data_type: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto { name: "t".into(), dims: dims.to_vec(), data_type: data_type as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn float_and_int64_from_raw_data_or_typed_fields() {
+        let raw = TensorProto {
+            raw_data: [1.5f32, -2.0, 0.25, 8.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..proto(DataType::Float, &[2, 2])
+        };
+        let t = tensor_from_proto(&raw).unwrap();
+        assert_eq!((t.dtype(), t.dims()), (DType::F32, &[2usize, 2][..]));
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.5, -2.0, 0.25, 8.0]);
+
+        let inline = TensorProto { float_data: vec![3.0], ..proto(DataType::Float, &[]) };
+        let t = tensor_from_proto(&inline).unwrap();
+        assert_eq!(t.dims(), &[] as &[usize]);
+        assert_eq!(t.to_scalar::<f32>().unwrap(), 3.0);
+
+        let ints = TensorProto { int64_data: vec![1, -1, 1 << 40], ..proto(DataType::Int64, &[3]) };
+        assert_eq!(tensor_from_proto(&ints).unwrap().to_vec1::<i64>().unwrap(), [1, -1, 1 << 40]);
+        let raw_ints = TensorProto { raw_data: (-7i64).to_le_bytes().to_vec(), ..proto(DataType::Int64, &[1]) };
+        assert_eq!(tensor_from_proto(&raw_ints).unwrap().to_vec1::<i64>().unwrap(), [-7]);
+
+        assert_eq!(tensor_from_proto(&proto(DataType::Float, &[0, 4])).unwrap().dims(), &[0, 4]);
+    }
+
+    #[test]
+    fn bad_tensors_are_errors_that_say_why() {
+        let err = |t: TensorProto| tensor_from_proto(&t).unwrap_err();
+        let short = TensorProto { raw_data: vec![0; 12], ..proto(DataType::Float, &[2, 2]) };
+        assert_eq!(err(short), "raw_data has 12 bytes, dims [2, 2] need 4 values of 4 bytes = 16 bytes");
+        assert!(err(proto(DataType::Float, &[3])).contains("raw_data has 0 bytes"));
+        let few = TensorProto { int64_data: vec![1, 2], ..proto(DataType::Int64, &[3]) };
+        assert_eq!(err(few), "int64_data has 2 values, dims [3] need 3");
+        let both = TensorProto { raw_data: vec![0; 4], float_data: vec![1.0], ..proto(DataType::Float, &[1]) };
+        assert_eq!(err(both), "holds both raw_data and float_data");
+        let half = TensorProto { raw_data: vec![0; 2], ..proto(DataType::Float16, &[1]) };
+        assert_eq!(err(half), "data type FLOAT16 is not supported (only FLOAT and INT64)");
+        assert_eq!(err(TensorProto { data_type: 999, ..proto(DataType::Float, &[1]) }), "unknown data type 999");
+        assert!(err(proto(DataType::Float, &[2, -1])).contains("negative"));
+        assert!(err(proto(DataType::Float, &[i64::MAX, i64::MAX])).contains("more elements"));
     }
 }

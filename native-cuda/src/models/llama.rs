@@ -16,6 +16,7 @@ use sparsevlm_core::{RaterAttention, ScoreSource, Sparsifier};
 
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
+use crate::models::train_ops::{frozen_linear, softmax_last_dim};
 use crate::numerics::CandleNumerics;
 use crate::profile::span;
 
@@ -143,22 +144,24 @@ impl Attention {
 }
 
 impl Attention {
-    /// Differentiable causal self-attention over the whole sequence (training; no cache).
-    fn forward_train(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    /// Differentiable self-attention over the whole sequence under `mask` (`[n, n]`, 0 or −∞; training, no
+    /// cache).
+    fn forward_train(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let split = |t: Tensor, heads: usize| -> candle_core::Result<Tensor> {
             t.reshape((b, n, heads, self.head_dim))?.transpose(1, 2)?.contiguous()
         };
-        let q = candle_nn::rotary_emb::rope_slow(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_slow(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?;
+        let q = candle_nn::rotary_emb::rope_slow(&split(frozen_linear(x, self.q.weight())?, self.heads)?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_slow(&split(frozen_linear(x, self.k.weight())?, self.kv_heads)?, cos, sin)?;
+        let v = split(frozen_linear(x, self.v.weight())?, self.kv_heads)?;
         let group = self.heads / self.kv_heads;
         let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
-        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?; // [b, h, n, n]
-        let scores = scores.broadcast_add(&causal_mask(n, n, x.device())?.to_dtype(scores.dtype())?)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        // The scale is applied to q ([b, h, n, d]) rather than to the scores ([b, h, n, n]).
+        let q = (q / (self.head_dim as f64).sqrt())?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(&mask.to_dtype(q.dtype())?)?; // [b, h, n, n]
+        let probs = softmax_last_dim(&scores)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, self.heads * self.head_dim))?;
-        Ok(self.o.forward(&out)?)
+        frozen_linear(&out, self.o.weight())
     }
 }
 
@@ -202,11 +205,11 @@ impl Block {
         })
     }
 
-    fn forward_train(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attn.forward_train(&self.input_norm.forward_diff(x)?, cos, sin)?)?;
+    fn forward_train(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attn.forward_train(&self.input_norm.forward_diff(x)?, cos, sin, mask)?)?;
         let h = self.post_norm.forward_diff(&x)?;
-        let mlp = self.down.forward(&(self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?)?;
-        Ok((x + mlp)?)
+        let gated = (frozen_linear(&h, self.gate.weight())?.silu()? * frozen_linear(&h, self.up.weight())?)?;
+        Ok((x + frozen_linear(&gated, self.down.weight())?)?)
     }
 
     fn forward(
@@ -378,18 +381,34 @@ impl Llama {
     /// Differentiable dense forward of `x` (`[1, L, D]`) at positions `0..L`, for training the projector:
     /// only differentiable ops, no cache, no pruning. Returns the final normed hidden states `[1, L, D]`.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let positions: Vec<i64> = (0..x.dim(1)? as i64).collect();
-        let (cos, sin) = self.rope.at(&positions)?;
+        let n = x.dim(1)?;
+        let positions: Vec<i64> = (0..n as i64).collect();
+        self.forward_masked(x, &positions, &causal_mask(n, n, x.device())?)
+    }
+
+    /// Differentiable dense forward of `x` (`[1, n, D]`) at explicit `positions` under an attention `mask`
+    /// (`[n, n]`, 0 where a query may see a key, −∞ elsewhere). Several sequences packed into one share
+    /// a prefix this way (training). Returns the final normed hidden states `[1, n, D]`.
+    pub fn forward_masked(&self, x: &Tensor, positions: &[i64], mask: &Tensor) -> Result<Tensor> {
+        let n = x.dim(1)?;
+        if positions.len() != n || mask.dims() != [n, n] {
+            return Err(Error::Input(format!(
+                "a packed forward of {n} tokens got {} positions and a {:?} mask",
+                positions.len(),
+                mask.dims()
+            )));
+        }
+        let (cos, sin) = self.rope.at(positions)?;
         let mut x = x.clone();
         for block in &self.blocks {
-            x = block.forward_train(&x, &cos, &sin)?;
+            x = block.forward_train(&x, &cos, &sin, mask)?;
         }
         Ok(self.norm.forward_diff(&x)?)
     }
 
-    /// Logits of hidden states. `[.., D]` → `[.., vocab]`
+    /// Logits of hidden states (differentiable with respect to `hidden` only). `[.., D]` → `[.., vocab]`
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?)
+        frozen_linear(hidden, self.lm_head.weight())
     }
 
     /// One decoding step for the `step`-th generated token. Returns `[vocab]` logits.

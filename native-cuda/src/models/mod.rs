@@ -4,4 +4,5 @@ pub mod clip;
 pub mod dinov2;
 pub mod llama;
 pub mod llava;
+pub mod train_ops;
 pub mod vit;

@@ -139,7 +139,8 @@ fn run_training(model: &Llava, dir: &std::path::Path, steps_now: Option<usize>, 
         let seed = image.to_str().unwrap().trim_start_matches("image-").parse::<u64>().unwrap();
         model.vision_features(&pixels(seed + 1))
     };
-    let config = TrainConfig { steps: 5, images_per_step: 2, lr: 5e-3, warmup: 0.2, seed: 9, checkpoint_every: 1 };
+    let config =
+        TrainConfig { steps: 5, images_per_step: 2, lr: 5e-3, warmup: 0.2, seed: 9, checkpoint_every: 1, init: None };
     let checkpoint = Checkpoint { dir: dir.to_path_buf() };
     let mut trainer = ProjectorTrainer::new(model, 4).unwrap();
     let state = if resume { checkpoint.load(&mut trainer).unwrap() } else { fresh_state(config, groups.len()) };

@@ -113,8 +113,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         evaluate(model, prompter.as_ref(), &preprocess, &items, &methods, &args.budgets, Some(&mut journal), true)?;
     let table = markdown(&points);
     let doc = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "data": data.display().to_string(),
+        "command": super::train::command_line(),
+        "data": super::train::in_cache(&data, &args.model.cache.dir()),
         "questions": items.len(),
         "points": points,
     });

@@ -62,6 +62,10 @@ pub struct TrainArgs {
     /// Continue the run saved in the checkpoint folder (same data and settings).
     #[arg(long)]
     pub resume: bool,
+    /// Start from this trained projector instead of a seeded initialisation (a new run, with a fresh
+    /// optimiser and schedule, that continues training it).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Where to write the projector (a JSON log and a loss plot go next to it).
     #[arg(long, default_value = "models/sparsevlm-mini/projector.safetensors")]
     pub out: PathBuf,
@@ -118,6 +122,14 @@ pub fn train_projector(args: &TrainArgs) -> Result<()> {
         groups.truncate(n);
     }
     let questions: usize = groups.iter().map(|g| g.questions.len()).sum();
+    let init = match &args.init {
+        Some(path) => {
+            trainer.load_weights(path)?;
+            mini.model.set_projector(trainer.projector().clone());
+            Some(format!("{} (sha256 {})", path.display(), sparsevlm_cuda::features::file_sha256(path)?))
+        }
+        None => None,
+    };
     let model = &mini.model;
     let mut features = FeatureCache::new(&cache.join("features"), &parts.backbone, mini.preprocess.clone())?;
     let config = TrainConfig {
@@ -127,6 +139,7 @@ pub fn train_projector(args: &TrainArgs) -> Result<()> {
         warmup: args.warmup,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
+        init,
     };
     let checkpoint =
         Checkpoint { dir: args.checkpoint.clone().unwrap_or_else(|| args.out.with_file_name("checkpoint")) };
@@ -163,8 +176,8 @@ pub fn train_projector(args: &TrainArgs) -> Result<()> {
     }
     trainer.save(&args.out)?;
     let meta = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "data": data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "command": command_line(),
+        "data": data.iter().map(|d| in_cache(d, &cache)).collect::<Vec<_>>(),
         "images": groups.len(),
         "questions": questions,
         "config": state.config,
@@ -192,4 +205,17 @@ pub fn train_projector(args: &TrainArgs) -> Result<()> {
         plot_path.display()
     );
     Ok(())
+}
+
+/// The command line as typed, with the program named `sparsevlm` (logs are shared; local paths are not).
+pub fn command_line() -> String {
+    std::iter::once("sparsevlm".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ")
+}
+
+/// `path` with the parts cache written as `<cache>`, so that logs name the data, not one machine's folders.
+pub fn in_cache(path: &Path, cache: &Path) -> String {
+    match path.strip_prefix(cache) {
+        Ok(rest) => format!("<cache>/{}", rest.display()),
+        Err(_) => path.display().to_string(),
+    }
 }

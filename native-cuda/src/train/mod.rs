@@ -180,6 +180,26 @@ impl ProjectorTrainer {
         self.varmap.save(path).map_err(|e| Error::checkpoint(path, e.to_string()))
     }
 
+    /// Starts from the weights of a saved projector (`linear_1.weight`, ...) instead of the seeded
+    /// initialisation: a run that continues training a projector with a fresh optimiser and schedule.
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
+        let device = self.projector_device();
+        let tensors =
+            candle_core::safetensors::load(path, &device).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        for (name, var) in tensor_names(self.shapes.len()).iter().zip(self.vars()?) {
+            let value =
+                tensors.get(name).ok_or_else(|| Error::checkpoint(path, format!("not a projector: no {name}")))?;
+            if value.shape() != var.shape() {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("{name} has shape {:?}, not {:?}", value.shape(), var.shape()),
+                ));
+            }
+            var.set(&value.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+
     /// Saves the projector and the optimiser's state (moments and step count) as safetensors.
     pub fn save_state(&self, path: &Path) -> Result<()> {
         let mut tensors = std::collections::HashMap::new();

@@ -39,6 +39,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Steps between checkpoints (0: only at the end).
     pub checkpoint_every: usize,
+    /// The projector the run started from (its SHA-256), when not the seeded initialisation.
+    #[serde(default)]
+    pub init: Option<String>,
 }
 
 impl TrainConfig {
@@ -242,7 +245,15 @@ mod tests {
 
     #[test]
     fn the_schedule_warms_up_then_decays() {
-        let c = TrainConfig { steps: 100, images_per_step: 1, lr: 1e-3, warmup: 0.1, seed: 0, checkpoint_every: 0 };
+        let c = TrainConfig {
+            steps: 100,
+            images_per_step: 1,
+            lr: 1e-3,
+            warmup: 0.1,
+            seed: 0,
+            checkpoint_every: 0,
+            init: None,
+        };
         assert!((c.lr_at(0) - 1e-4).abs() < 1e-12);
         assert!((c.lr_at(9) - 1e-3).abs() < 1e-12);
         assert!((c.lr_at(10) - 1e-3).abs() < 1e-12);

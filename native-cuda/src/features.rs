@@ -7,30 +7,15 @@
 //! changed backbone or image can never be served stale features.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::mini::fetch::file_sha256;
 use crate::models::llava::Llava;
 use crate::preprocess::{self, PreprocessConfig};
-
-/// The SHA-256 of a file, in hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
 
 /// Vision features on disk (f16) and in memory (as computed, for this run).
 #[derive(Debug)]

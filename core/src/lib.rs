@@ -28,6 +28,7 @@ pub mod score;
 pub mod select;
 pub mod solver;
 pub mod sparsifier;
+pub mod spec;
 pub mod trace;
 
 pub use accounting::Accounting;
@@ -40,4 +41,5 @@ pub use numerics::{AsyncNumerics, Numerics, RaterAttention, RaterQuery, Ready, R
 pub use plan::{CompactionPlan, PositionMode, PrunePlan, TokenOrigin};
 pub use recipe::{KeepRule, Recipe, ScoreSource, Scorer, Stage};
 pub use sparsifier::{Pruned, ScoreRequest, Sparsifier};
+pub use spec::{MethodName, MethodSpec, SpecError};
 pub use trace::{LayerEvent, PruneTrace};

@@ -153,61 +153,6 @@ impl SparseConfig {
     }
 }
 
-/// The methods compared at one retained-token budget (the evaluation harness, the demo's selector).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Compared {
-    SparseVlmV15,
-    SparseVlmV20,
-    FastV,
-    PDrop,
-    Random,
-}
-
-impl Compared {
-    /// Every compared method.
-    pub const ALL: [Compared; 5] =
-        [Compared::SparseVlmV15, Compared::SparseVlmV20, Compared::FastV, Compared::PDrop, Compared::Random];
-
-    /// The name shown in tables and plots.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Compared::SparseVlmV15 => "SparseVLM v1.5",
-            Compared::SparseVlmV20 => "SparseVLM v2.0",
-            Compared::FastV => "FastV",
-            Compared::PDrop => "PDrop",
-            Compared::Random => "random",
-        }
-    }
-
-    /// Reads a short name: `v1.5`, `v2.0`, `fastv`, `pdrop` or `random` (case-insensitive; the
-    /// `sparsevlm-` prefix is optional).
-    pub fn parse(name: &str) -> Option<Compared> {
-        let name = name.trim().to_ascii_lowercase();
-        match name.strip_prefix("sparsevlm-").unwrap_or(&name) {
-            "v1.5" | "v15" => Some(Compared::SparseVlmV15),
-            "v2.0" | "v2" | "v20" => Some(Compared::SparseVlmV20),
-            "fastv" => Some(Compared::FastV),
-            "pdrop" | "pyramiddrop" => Some(Compared::PDrop),
-            "random" => Some(Compared::Random),
-            _ => None,
-        }
-    }
-
-    /// The configuration at `budget` retained tokens. Every method is solved for the same equivalent
-    /// token count (within one token), so that the comparison is fair on any depth; the official tables
-    /// would give, e.g., 195.8 instead of 192 on a 30-layer model.
-    pub fn config(&self, budget: u32) -> SparseConfig {
-        let method = match self {
-            Compared::SparseVlmV15 => Method::SparseVlmV15 { budget: Budget::Solve(budget) },
-            Compared::SparseVlmV20 => Method::SparseVlmV20 { budget: Budget::Solve(budget), priority_heads: None },
-            Compared::FastV => Method::FastV { k: 2, keep: BaselineKeep::Budget(budget) },
-            Compared::PDrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(budget) },
-            Compared::Random => Method::Random { budget: Budget::Solve(budget), seed: 0 },
-        };
-        SparseConfig { method, ..SparseConfig::default() }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,21 +165,5 @@ mod tests {
         }
         assert_eq!(SparseConfig::default(), SparseConfig::v15(192));
         assert_eq!(SparseConfig::fastv(2, 0.75).label(), "FastV (K=2, keep 0.25)");
-    }
-
-    #[test]
-    fn compared_names_parse_back() {
-        for m in Compared::ALL {
-            let short = match m {
-                Compared::SparseVlmV15 => "v1.5",
-                Compared::SparseVlmV20 => "SparseVLM-v2.0",
-                Compared::FastV => "FastV",
-                Compared::PDrop => "pdrop",
-                Compared::Random => "random",
-            };
-            assert_eq!(Compared::parse(short), Some(m));
-        }
-        assert_eq!(Compared::parse("v3"), None);
-        assert_eq!(Compared::SparseVlmV15.config(64).method, Method::SparseVlmV15 { budget: Budget::Solve(64) });
     }
 }

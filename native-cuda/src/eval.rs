@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
-use sparsevlm_core::SparseConfig;
+use sparsevlm_core::{MethodSpec, SparseConfig};
 
 use crate::data::{normalize_answer, VqaItem};
 use crate::error::{Error, Result};
@@ -57,9 +57,6 @@ impl Prompter for LlavaPrompter {
         self.tokenizer.stop_token_ids()
     }
 }
-
-/// The methods compared by `eval` (defined in the core, shared with the browser demo).
-pub use sparsevlm_core::method::Compared as EvalMethod;
 
 /// Accuracy of one method at one budget.
 #[derive(Debug, Clone, Serialize)]
@@ -139,15 +136,22 @@ impl Journal {
     }
 }
 
-/// Evaluates `methods` at `budgets` on `items`. Budgets at or above the visual token count run dense
-/// (once, shared by every method). With a journal, finished questions are read back instead of run.
+/// The configuration `evaluate` runs for `method` at `budget` (the core's budget rule: official tables where
+/// they exist, solved otherwise).
+pub fn point_config(method: &MethodSpec, budget: u32) -> Result<SparseConfig> {
+    Ok(method.at(budget).config()?)
+}
+
+/// Evaluates `methods` (specs without a budget) at `budgets` on `items`. Budgets at or above the visual
+/// token count run dense (once, shared by every method). With a journal, finished questions are read back
+/// instead of run.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Llava,
     prompter: &dyn Prompter,
     preprocess_config: &PreprocessConfig,
     items: &[VqaItem],
-    methods: &[EvalMethod],
+    methods: &[MethodSpec],
     budgets: &[u32],
     mut journal: Option<&mut Journal>,
     show_progress: bool,
@@ -156,7 +160,7 @@ pub fn evaluate(
     let options =
         GenerateOptions { max_new_tokens: 4, decoding: Decoding::Greedy, stop_tokens: prompter.stop_tokens() };
     let points: Vec<(String, u32)> =
-        budgets.iter().flat_map(|&b| methods.iter().map(move |m| (m.label().to_owned(), b.min(n_visual)))).collect();
+        budgets.iter().flat_map(|&b| methods.iter().map(move |m| (m.family(), b.min(n_visual)))).collect();
     let mut images: HashMap<PathBuf, Tensor> = HashMap::new();
     let mut results = Vec::with_capacity(items.len());
     let bar = progress_bar(items.len() as u64, "evaluating", show_progress);
@@ -192,9 +196,9 @@ pub fn evaluate(
             for method in methods {
                 let (correct, equivalent_tokens) = match dense {
                     Some(d) if budget >= n_visual => d,
-                    _ => answer_with(&method.config(budget))?,
+                    _ => answer_with(&point_config(method, budget)?)?,
                 };
-                let (method, budget) = (method.label().to_owned(), budget.min(n_visual));
+                let (method, budget) = (method.family(), budget.min(n_visual));
                 scored.push(Scored { method, budget, correct, equivalent_tokens });
             }
         }

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sparsevlm_core::{BaselineKeep, Budget, Method, ModelDims, SparseConfig};
+use sparsevlm_core::ModelDims;
 use sparsevlm_cuda::plan;
 
 #[derive(Debug, Parser)]
@@ -48,24 +48,6 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum MethodArg {
-    /// SparseVLM v1.5 (default): official tables, recycling.
-    #[value(name = "v1.5")]
-    V15,
-    /// SparseVLM+ (v2.0): gravity-corrected priority heads, no recycling.
-    #[value(name = "v2.0")]
-    V20,
-    /// FastV: one cut after layer K - 1, scored by the last token.
-    Fastv,
-    /// PyramidDrop: cuts at layers 8/16/24, scored by the last instruction token.
-    Pdrop,
-    /// Seeded random selection on the v2.0 schedule.
-    Random,
-    /// No pruning.
-    Dense,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 enum Preset {
     #[value(name = "llava-1.5-7b")]
     Llava7b,
@@ -77,17 +59,8 @@ enum Preset {
 
 #[derive(Debug, clap::Args)]
 struct PlanArgs {
-    #[arg(long, value_enum, default_value = "v1.5")]
-    method: MethodArg,
-    /// Retained (equivalent) visual tokens. 192/128/96/64 use the official tables; others are solved.
-    #[arg(long, default_value_t = 192)]
-    budget: u32,
-    /// Solve for the budget even when an official table exists.
-    #[arg(long)]
-    exact: bool,
-    /// FastV's K (prune after layer K - 1).
-    #[arg(long, default_value_t = 2)]
-    fastv_k: usize,
+    #[command(flatten)]
+    method: cli::common::MethodArgs,
     #[arg(long, value_enum, default_value = "llava-1.5-7b")]
     preset: Preset,
     /// Visual tokens in the prompt.
@@ -101,26 +74,13 @@ struct PlanArgs {
     json: bool,
 }
 
-fn config(args: &PlanArgs) -> SparseConfig {
-    let budget = if args.exact { Budget::Solve(args.budget) } else { Budget::Tokens(args.budget) };
-    let method = match args.method {
-        MethodArg::V15 => Method::SparseVlmV15 { budget },
-        MethodArg::V20 => Method::SparseVlmV20 { budget, priority_heads: None },
-        MethodArg::Fastv => Method::FastV { k: args.fastv_k, keep: BaselineKeep::Budget(args.budget) },
-        MethodArg::Pdrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(args.budget) },
-        MethodArg::Random => Method::Random { budget, seed: 0 },
-        MethodArg::Dense => Method::Dense,
-    };
-    SparseConfig { method, ..SparseConfig::default() }
-}
-
 fn run_plan(args: &PlanArgs) -> anyhow::Result<()> {
     let dims = match args.preset {
         Preset::Llava7b => ModelDims::llava_15_7b(),
         Preset::Llava13b => ModelDims::llava_15_13b(),
         Preset::Smollm2 => ModelDims::smollm2_135m(),
     };
-    let planned = plan::plan(&config(args), &dims, args.visual_tokens, args.text_tokens)?;
+    let planned = plan::plan(&args.method.config()?, &dims, args.visual_tokens, args.text_tokens)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&planned)?);
     } else {

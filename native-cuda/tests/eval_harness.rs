@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device};
+use sparsevlm_core::{MethodName, MethodSpec};
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, EvalMethod, Journal, LlavaPrompter, LLAVA_SHORT_ANSWER};
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, Journal, LlavaPrompter, LLAVA_SHORT_ANSWER};
 use sparsevlm_cuda::models::llava::{Llava, LoadOptions};
 use sparsevlm_cuda::preprocess::PreprocessConfig;
 use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec};
@@ -31,8 +32,7 @@ fn every_method_and_budget_is_scored() {
         PromptTokenizer::from_file(&model_dir, ImageToken::Special(model.config.image_token as u32)).unwrap();
     let prompter =
         LlavaPrompter { tokenizer, template: PromptTemplate::LlavaHf, instruction: Some(LLAVA_SHORT_ANSWER) };
-    let methods =
-        [EvalMethod::SparseVlmV15, EvalMethod::SparseVlmV20, EvalMethod::FastV, EvalMethod::PDrop, EvalMethod::Random];
+    let methods = MethodName::COMPARED.map(MethodSpec::new);
     let budgets = [576, 64, 16];
     let path = tmp.path().join("eval.jsonl");
     let mut journal = Journal::open(&path).unwrap();

@@ -11,8 +11,9 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
+use sparsevlm_core::{MethodName, MethodSpec};
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, EvalMethod};
+use sparsevlm_cuda::eval::evaluate;
 use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_all, parts_required};
 use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
 use sparsevlm_cuda::scenes::{write_scenes, TEST_SEED};
@@ -36,7 +37,7 @@ fn the_committed_projector_answers_scenes_questions() {
     let mut items = read_easy_vqa(data.path()).unwrap();
     assert!(items.len() >= 100, "18 scenes give {} questions", items.len());
     items.truncate(100);
-    let methods = [EvalMethod::SparseVlmV15];
+    let methods = [MethodSpec::new(MethodName::SparseVlmV15)];
     let points =
         evaluate(&mini.model, &mini.prompter, &mini.preprocess, &items, &methods, &[576, 64], None, false).unwrap();
     let accuracy = |budget: u32| points.iter().find(|p| p.budget == budget).unwrap().accuracy;

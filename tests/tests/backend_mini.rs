@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use sparsevlm_core::method::Compared;
 use sparsevlm_core::{LayerEvent, Span, SparseConfig, Sparsifier, TokenLayout};
+use sparsevlm_core::{MethodName, MethodSpec};
 use sparsevlm_cuda::mini::bundle::{export_bundle, load_bundle, LoadedBundle};
 use sparsevlm_cuda::mini::chat::IMAGE_TOKEN_INDEX;
 use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_all, parts_required};
@@ -103,7 +103,10 @@ fn tiny_mini_on_wgpu_matches_the_native_model_for_every_method() {
     let n_visual = native.config.n_visual() as u32;
     let budget = n_visual / 4;
     let methods: Vec<(String, SparseConfig)> = std::iter::once(("dense".to_string(), SparseConfig::dense()))
-        .chain(Compared::ALL.iter().map(|m| (format!("{} at {budget}", m.label()), m.config(budget))))
+        .chain(MethodName::COMPARED.iter().map(|&m| {
+            let spec = MethodSpec::new(m).at(budget);
+            (spec.label(), spec.config().unwrap())
+        }))
         .collect();
     let options = AnswerOptions { max_new_tokens: TOKENS, decoding: WebDecoding::Greedy };
     for (what, sparse) in &methods {
@@ -156,7 +159,7 @@ fn real_mini_on_wgpu_matches_the_native_model() {
         panic!("visual features {i}: native {x}, wgpu {y}");
     }
 
-    let sparse = Compared::SparseVlmV15.config(64);
+    let sparse = "v1.5@64".parse::<MethodSpec>().unwrap().config().unwrap();
     let options = AnswerOptions { max_new_tokens: 4, decoding: WebDecoding::Greedy };
     let a = native_generate(&native, &pixels, &prompt, &sparse);
     let b = web.answer_blocking(&ctx, &flat, question, &sparse, &options, &mut |_| {}).unwrap();

@@ -17,7 +17,9 @@ use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_cuda::config::LlavaConfig;
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
 
-use super::common::{DeviceArgs, MethodArg, MethodArgs};
+use sparsevlm_core::MethodSpec;
+
+use super::common::DeviceArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Preset {
@@ -43,10 +45,10 @@ pub struct BenchArgs {
     pub num_layers: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Methods to time, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["dense", "sparsevlm-v1.5"])]
-    pub methods: Vec<MethodArg>,
-    /// Budgets for the methods that take one, comma-separated.
+    /// Methods to time, comma-separated (docs/methods.md).
+    #[arg(long, value_delimiter = ',', default_values = ["dense", "sparsevlm-v1.5"])]
+    pub methods: Vec<MethodSpec>,
+    /// Budgets for the methods given without one, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [192u32, 128, 64])]
     pub budgets: Vec<u32>,
     /// Prompt tokens before the image (BOS included) and after it.
@@ -165,72 +167,56 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let pixels = Tensor::randn(0f32, 1.0, (1, 3, s, s), &device)?;
 
     let mut rows = Vec::new();
-    for &method in &args.methods {
-        let budgets: Vec<Option<u32>> = match method {
-            MethodArg::Dense | MethodArg::SparsevlmV1 | MethodArg::SparsevlmVideo => vec![None],
-            _ => args.budgets.iter().map(|&b| Some(b)).collect(),
-        };
-        for budget in budgets {
-            let margs = MethodArgs {
-                method,
-                budget: budget.unwrap_or(192),
-                exact_budget: false,
-                priority_heads: None,
-                scale: 13.5,
-                bias: 0.0,
-                fastv_layer: 2,
-                fastv_ratio: None,
-                official_quirks: false,
+    for spec in MethodSpec::grid(&args.methods, &args.budgets) {
+        let config = spec.config()?;
+        let budget = spec.effective_budget();
+        let (mut vision, mut prefill, mut selection, mut decode) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut last = None;
+        for i in 0..args.warmup + args.repeats {
+            let started = Instant::now();
+            let features = model.encode_image(&pixels)?;
+            device.synchronize()?;
+            let vision_ms = started.elapsed().as_secs_f64() * 1e3;
+            let (embeddings, layout) = model.prompt_inputs(&ids, &features)?;
+            let options = GenerateOptions {
+                max_new_tokens: args.decode_tokens.max(1),
+                decoding: Decoding::Greedy,
+                stop_tokens: vec![],
             };
-            let config = margs.config(0)?;
-            let (mut vision, mut prefill, mut selection, mut decode) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let mut last = None;
-            for i in 0..args.warmup + args.repeats {
-                let started = Instant::now();
-                let features = model.encode_image(&pixels)?;
-                device.synchronize()?;
-                let vision_ms = started.elapsed().as_secs_f64() * 1e3;
-                let (embeddings, layout) = model.prompt_inputs(&ids, &features)?;
-                let options = GenerateOptions {
-                    max_new_tokens: args.decode_tokens.max(1),
-                    decoding: Decoding::Greedy,
-                    stop_tokens: vec![],
-                };
-                let g = model.generate(embeddings, layout, &config, &options)?;
-                if i >= args.warmup {
-                    vision.push(vision_ms);
-                    prefill.push(g.timings.prefill_ms);
-                    selection.push(g.timings.selection_ms);
-                    decode.push(g.timings.decode_ms / g.timings.decode_tokens.max(1) as f64);
-                }
-                last = Some(g.sparsifier.accounting());
+            let g = model.generate(embeddings, layout, &config, &options)?;
+            if i >= args.warmup {
+                vision.push(vision_ms);
+                prefill.push(g.timings.prefill_ms);
+                selection.push(g.timings.selection_ms);
+                decode.push(g.timings.decode_ms / g.timings.decode_tokens.max(1) as f64);
             }
-            let Some(acc) = last else { bail!("no run was timed") };
-            let (prefill, selection) = (spread(prefill), spread(selection));
-            let kv_row_bytes = 2 * cfg.text.kv_heads * cfg.text.head_dim() * model.dtype().size_in_bytes();
-            rows.push(Row {
-                method: config.label(),
-                budget,
-                vision_ms: spread(vision),
-                prefill_ms: prefill,
-                selection_ms: selection,
-                selection_percent: 100.0 * selection.median / prefill.median,
-                decode_ms_per_token: spread(decode),
-                kv_bytes: (acc.kv_token_layers * kv_row_bytes) as u64,
-                device_memory_used_bytes: device_memory_used(&device),
-                equivalent_tokens: acc.equivalent_tokens,
-                prefill_tflops: acc.true_flops / 1e12,
-                kv_token_layers: acc.kv_token_layers,
-            });
-            eprintln!("done: {}", rows[rows.len() - 1].method);
-            if sparsevlm_cuda::profile::enabled() {
-                eprintln!(
-                    "stages of {} ({} runs, synchronised):\n{}",
-                    config.label(),
-                    args.warmup + args.repeats,
-                    sparsevlm_cuda::profile::take_report()
-                );
-            }
+            last = Some(g.sparsifier.accounting());
+        }
+        let Some(acc) = last else { bail!("no run was timed") };
+        let (prefill, selection) = (spread(prefill), spread(selection));
+        let kv_row_bytes = 2 * cfg.text.kv_heads * cfg.text.head_dim() * model.dtype().size_in_bytes();
+        rows.push(Row {
+            method: config.label(),
+            budget,
+            vision_ms: spread(vision),
+            prefill_ms: prefill,
+            selection_ms: selection,
+            selection_percent: 100.0 * selection.median / prefill.median,
+            decode_ms_per_token: spread(decode),
+            kv_bytes: (acc.kv_token_layers * kv_row_bytes) as u64,
+            device_memory_used_bytes: device_memory_used(&device),
+            equivalent_tokens: acc.equivalent_tokens,
+            prefill_tflops: acc.true_flops / 1e12,
+            kv_token_layers: acc.kv_token_layers,
+        });
+        eprintln!("done: {}", rows[rows.len() - 1].method);
+        if sparsevlm_cuda::profile::enabled() {
+            eprintln!(
+                "stages of {} ({} runs, synchronised):\n{}",
+                config.label(),
+                args.warmup + args.repeats,
+                sparsevlm_cuda::profile::take_report()
+            );
         }
     }
     let report = Report {

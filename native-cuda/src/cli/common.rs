@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
-use sparsevlm_core::{BaselineKeep, Budget, Method, SparseConfig};
+use sparsevlm_core::{MethodSpec, SparseConfig};
 use sparsevlm_cuda::config::Layout;
 use sparsevlm_cuda::eval::{LlavaPrompter, Prompter};
 use sparsevlm_cuda::mini::fetch;
@@ -15,90 +15,44 @@ use sparsevlm_cuda::preprocess::{self, PreprocessConfig};
 use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MethodArg {
-    Dense,
-    #[value(name = "sparsevlm-v1")]
-    SparsevlmV1,
-    #[value(name = "sparsevlm-v1.5")]
-    SparsevlmV15,
-    #[value(name = "sparsevlm-v2")]
-    SparsevlmV2,
-    #[value(name = "sparsevlm-video")]
-    SparsevlmVideo,
-    Fastv,
-    Pdrop,
-    Random,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DtypeArg {
     F32,
     F16,
     Bf16,
 }
 
-/// The pruning method and its parameters.
+/// The pruning method and its budget, in the method language of docs/methods.md.
 #[derive(Debug, Clone, Args)]
 pub struct MethodArgs {
-    #[arg(long, value_enum, default_value = "sparsevlm-v1.5")]
-    pub method: MethodArg,
-    /// Retained (equivalent) visual tokens, 1 to the number of visual tokens. 192/128/96/64 use the official
-    /// tables; any other value is solved.
-    #[arg(long, default_value_t = 192)]
-    pub budget: u32,
-    /// Solve for the budget even when an official table exists (exact on any depth).
+    /// NAME[@BUDGET][:OPTION]...: dense, sparsevlm-v1, sparsevlm-v1.5 (v1.5), sparsevlm-v2 (v2.0),
+    /// sparsevlm-video, fastv, pdrop or random, e.g. `v1.5@64`, `v2@96:exact`, `fastv:k=3:ratio=0.5`.
+    #[arg(long, default_value = "sparsevlm-v1.5")]
+    pub method: MethodSpec,
+    /// Retained (equivalent) visual tokens, for a method written without `@BUDGET` (default 192).
+    /// 192/128/96/64 use the official tables; any other value is solved; the `:exact` option always solves.
     #[arg(long)]
-    pub exact_budget: bool,
-    /// SparseVLM v2.0: number of priority heads (default: 14 of 32, scaled to the model).
-    #[arg(long)]
-    pub priority_heads: Option<usize>,
-    /// SparseVLM v1 rank rule: keep int(scale·rank + bias).
-    #[arg(long, default_value_t = 13.5)]
-    pub scale: f32,
-    #[arg(long, default_value_t = 0.0)]
-    pub bias: f32,
-    /// FastV: prune after layer K − 1.
-    #[arg(long, default_value_t = 2)]
-    pub fastv_layer: usize,
-    /// FastV: fraction of visual tokens pruned (instead of --budget).
-    #[arg(long)]
-    pub fastv_ratio: Option<f32>,
-    /// Reproduce the official code's edge cases (budget ≥ visual count, K = 0, unguarded gravity).
-    #[arg(long)]
-    pub official_quirks: bool,
+    pub budget: Option<u32>,
 }
 
 impl MethodArgs {
-    pub fn config(&self, seed: u64) -> Result<SparseConfig> {
-        let budget = if self.exact_budget { Budget::Solve(self.budget) } else { Budget::Tokens(self.budget) };
-        let method = match self.method {
-            MethodArg::Dense => Method::Dense,
-            MethodArg::SparsevlmV1 => Method::SparseVlmV1 { scale: self.scale, bias: self.bias },
-            MethodArg::SparsevlmV15 => Method::SparseVlmV15 { budget },
-            MethodArg::SparsevlmV2 => Method::SparseVlmV20 { budget, priority_heads: self.priority_heads },
-            MethodArg::SparsevlmVideo => Method::SparseVlmVideo,
-            MethodArg::Fastv => {
-                let keep = match self.fastv_ratio {
-                    Some(r) if (0.0..1.0).contains(&r) => BaselineKeep::Ratio(1.0 - r),
-                    Some(r) => bail!("--fastv-ratio must be in [0, 1), got {r}"),
-                    None => BaselineKeep::Budget(self.budget),
-                };
-                Method::FastV { k: self.fastv_layer, keep }
+    /// The method with --budget folded in.
+    pub fn spec(&self) -> Result<MethodSpec> {
+        let spec = &self.method;
+        match (self.budget, spec.budget) {
+            (Some(_), Some(_)) => bail!("give the budget once: `--method {spec}` already has one"),
+            (Some(_), None) if !spec.name.takes_budget() => bail!("{} takes no --budget", spec.name),
+            (Some(_), None) if spec.ratio.is_some() => bail!("`--method {spec}` has a ratio: drop --budget"),
+            (Some(b), None) => {
+                let spec = MethodSpec { budget: Some(b), ..spec.clone() };
+                spec.config()?; // checks it
+                Ok(spec)
             }
-            MethodArg::Pdrop => Method::PDrop { layers: None, keep: BaselineKeep::Budget(self.budget) },
-            MethodArg::Random => Method::Random { budget, seed },
-        };
-        let config = SparseConfig { method, ..SparseConfig::default() };
-        Ok(if self.official_quirks { config.official_quirks() } else { config })
+            (None, _) => Ok(spec.clone()),
+        }
     }
 
-    /// The budget, for methods that take one.
-    pub fn budget(&self) -> Option<u32> {
-        match self.method {
-            MethodArg::Dense | MethodArg::SparsevlmV1 | MethodArg::SparsevlmVideo => None,
-            MethodArg::Fastv if self.fastv_ratio.is_some() => None,
-            _ => Some(self.budget),
-        }
+    pub fn config(&self) -> Result<SparseConfig> {
+        Ok(self.spec()?.config()?)
     }
 }
 
@@ -341,7 +295,7 @@ pub struct GenerationArgs {
     /// Nucleus sampling threshold.
     #[arg(long)]
     pub top_p: Option<f64>,
-    /// Seed of sampling and of the random method.
+    /// Seed of sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

@@ -4,40 +4,16 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+use sparsevlm_core::MethodSpec;
 use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{
-    evaluate, markdown, plot, EvalMethod, Journal, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER,
-};
+use sparsevlm_cuda::eval::{evaluate, markdown, plot, Journal, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER};
 use sparsevlm_cuda::heatmap::save_png;
 use sparsevlm_cuda::mini::fetch;
 use sparsevlm_cuda::preprocess::{read_config, PreprocessConfig};
 use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 
 use super::common::{Family, ModelArgs};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EvalMethodArg {
-    #[value(name = "sparsevlm-v1.5")]
-    V15,
-    #[value(name = "sparsevlm-v2")]
-    V20,
-    Fastv,
-    Pdrop,
-    Random,
-}
-
-impl EvalMethodArg {
-    fn method(self) -> EvalMethod {
-        match self {
-            EvalMethodArg::V15 => EvalMethod::SparseVlmV15,
-            EvalMethodArg::V20 => EvalMethod::SparseVlmV20,
-            EvalMethodArg::Fastv => EvalMethod::FastV,
-            EvalMethodArg::Pdrop => EvalMethod::PDrop,
-            EvalMethodArg::Random => EvalMethod::Random,
-        }
-    }
-}
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -46,8 +22,9 @@ pub struct EvalArgs {
     /// Questions in the easy-VQA layout (default with --mini: easy-VQA test from the parts cache).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sparsevlm-v1.5", "sparsevlm-v2", "fastv", "pdrop", "random"])]
-    pub methods: Vec<EvalMethodArg>,
+    /// Methods, comma-separated, without budgets (docs/methods.md); options are kept (`fastv:k=3`).
+    #[arg(long, value_delimiter = ',', default_values = ["sparsevlm-v1.5", "sparsevlm-v2", "fastv", "pdrop", "random"])]
+    pub methods: Vec<MethodSpec>,
     /// Retained visual tokens; the visual token count itself is the dense run.
     #[arg(long, value_delimiter = ',', default_values_t = [576u32, 192, 128, 96, 64, 32, 16])]
     pub budgets: Vec<u32>,
@@ -104,13 +81,23 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             )
         }
     };
-    let methods: Vec<EvalMethod> = args.methods.iter().map(|m| m.method()).collect();
+    if let Some(m) = args.methods.iter().find(|m| m.budget.is_some() || m.ratio.is_some() || !m.name.takes_budget()) {
+        bail!("`{m}`: eval runs every method at every --budgets value; give methods that take a budget, without one");
+    }
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
     // Every finished question is journaled: a stopped evaluation started again with the same arguments
     // resumes where it stopped.
     let mut journal = Journal::open(&args.out_dir.join("eval.jsonl"))?;
-    let points =
-        evaluate(model, prompter.as_ref(), &preprocess, &items, &methods, &args.budgets, Some(&mut journal), true)?;
+    let points = evaluate(
+        model,
+        prompter.as_ref(),
+        &preprocess,
+        &items,
+        &args.methods,
+        &args.budgets,
+        Some(&mut journal),
+        true,
+    )?;
     let table = markdown(&points);
     let doc = serde_json::json!({
         "command": super::train::command_line(),

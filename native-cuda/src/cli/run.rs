@@ -41,7 +41,7 @@ fn execute(args: &RunArgs, default_max_new: usize) -> Result<Outcome> {
     let loaded = args.model.load()?;
     let model = &loaded.model;
     let prepared = args.input.prepare(&loaded)?;
-    let config = args.method.config(args.generation.seed)?;
+    let config = args.method.config()?;
     let started = Instant::now();
     let features = model.encode_image(&prepared.pixels)?;
     model.device().synchronize()?;
@@ -91,6 +91,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "answer": answer,
             "generated_ids": g.tokens,
             "method": dims.label,
+            "spec": args.method.spec()?.to_string(),
             "timings_ms": {"vision": out.vision_ms, "prefill": t.prefill_ms, "decode": t.decode_ms},
             "decode_tokens_per_s": t.decode_tokens_per_s(),
             "accounting": acc,
@@ -122,7 +123,7 @@ pub fn score(args: &RunArgs) -> Result<()> {
     let g = &out.generation;
     let doc = report::score_json(
         &g.sparsifier.recipe().label,
-        args.method.budget(),
+        args.method.spec()?.effective_budget(),
         &out.layout,
         &g.sparsifier,
         &g.tokens,

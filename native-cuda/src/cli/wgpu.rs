@@ -40,7 +40,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     eprintln!("{}", model.config.description);
     let image = image_input::decode(&image_bytes)?;
     let (pixels, square) = image_input::pixels(&image, &model.config.vision)?;
-    let config = args.method.config(args.generation.seed)?;
+    let config = args.method.config()?;
     let decoding = if args.generation.temperature > 0.0 {
         Decoding::Sample {
             temperature: args.generation.temperature as f32,

@@ -1,7 +1,7 @@
 //! sparsevlm-mini assembled on wgpu: image → DINOv2 → projector → SmolLM2 with SparseVLM pruning, the
 //! same recipe and prompt as the native model (`native-cuda/src/mini/model.rs`, LLaVA-1.5's `generate`).
 
-use sparsevlm_core::method::Compared;
+use sparsevlm_core::MethodSpec;
 use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
 use tokenizers::Tokenizer;
 
@@ -211,21 +211,23 @@ impl MiniModel {
     }
 }
 
-/// The configuration of a method name at a budget (budgets are solved so that methods compare fairly).
+/// The configuration of a method (the method language of docs/methods.md, e.g. `v1.5` or `fastv:k=3`) at a
+/// budget, with its label. The budget rule is the core's: official tables where they exist, solved
+/// otherwise.
 pub fn method_config(method: &str, budget: u32, n_visual: usize) -> Result<(SparseConfig, String), WebError> {
-    if method.trim().eq_ignore_ascii_case("dense") {
-        return Ok((SparseConfig::dense(), "dense".into()));
+    let spec = method.parse::<MethodSpec>().map_err(|e| WebError::Input(e.to_string()))?;
+    if !spec.name.takes_budget() {
+        return Ok((spec.config()?, spec.to_string()));
     }
-    let compared = Compared::parse(method).ok_or_else(|| {
-        WebError::Input(format!("unknown method `{method}`: use dense, v1.5, v2.0, fastv, pdrop or random"))
-    })?;
     if budget == 0 || budget as usize > n_visual {
         return Err(WebError::Input(format!(
             "the budget must be between 1 and {n_visual} visual tokens, got {budget}"
         )));
     }
-    if budget as usize == n_visual {
-        return Ok((SparseConfig::dense(), format!("{} at {budget} (no pruning)", compared.label())));
-    }
-    Ok((compared.config(budget), format!("{} at {budget}", compared.label())))
+    let spec = spec.at(budget);
+    let label = match budget as usize == n_visual {
+        true => format!("{} (no pruning)", spec.label()),
+        false => spec.label(),
+    };
+    Ok((spec.config()?, label))
 }

@@ -204,7 +204,7 @@ fn decoding_with_the_kv_cache_matches_a_longer_prefill() {
     let prompt = concat_rows(&ctx, &[&b, &features, &a]).unwrap();
 
     let mut sparsifier = Sparsifier::new(&SparseConfig::dense(), &llm.dims(), layout(0)).unwrap();
-    let mut caches = llm.caches(&ctx, prompt.shape()[0] + next_tokens.len()).unwrap();
+    let mut caches = llm.caches(next_tokens.len());
     pollster::block_on(llm.prefill(&ctx, prompt.clone(), &mut sparsifier, &mut caches)).unwrap();
     for (step, &token) in next_tokens.iter().enumerate() {
         let hidden = llm.decode(&ctx, token, step, &sparsifier, &mut caches).unwrap();
@@ -212,7 +212,7 @@ fn decoding_with_the_kv_cache_matches_a_longer_prefill() {
 
         let longer = concat_rows(&ctx, &[&prompt, &embed(&next_tokens[..=step])]).unwrap();
         let mut dense = Sparsifier::new(&SparseConfig::dense(), &llm.dims(), layout(step + 1)).unwrap();
-        let mut fresh = llm.caches(&ctx, longer.shape()[0]).unwrap();
+        let mut fresh = llm.caches(0);
         let hidden = pollster::block_on(llm.prefill(&ctx, longer, &mut dense, &mut fresh)).unwrap();
         let prefilled = ctx.read_blocking(&llm.logits(&ctx, &hidden).unwrap()).unwrap();
         if let Some((i, x, y)) = END_TO_END.first_mismatch(&prefilled, &decoded) {

@@ -15,11 +15,12 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_cuda::config::LlavaConfig;
+use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
 use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
 
 use sparsevlm_core::MethodSpec;
 
-use super::common::DeviceArgs;
+use super::common::{CacheArgs, DeviceArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Preset {
@@ -37,6 +38,14 @@ pub struct BenchArgs {
     /// Named architecture (with --random-weights).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
+    /// sparsevlm-mini from the parts cache (`fetch-mini`), with its trained projector.
+    #[arg(long, conflicts_with_all = ["model", "preset"])]
+    pub mini: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// sparsevlm-mini's trained projector (with --mini).
+    #[arg(long, default_value = "models/sparsevlm-mini/projector.safetensors")]
+    pub projector: PathBuf,
     /// Build the preset in memory with random weights instead of reading files.
     #[arg(long)]
     pub random_weights: bool,
@@ -94,8 +103,11 @@ struct Row {
     selection_ms: Spread,
     selection_percent: f64,
     decode_ms_per_token: Spread,
-    /// KV-cache bytes after prefill, summed over layers.
-    kv_bytes: u64,
+    /// KV-cache bytes allocated by the run (measured from the buffers; each layer's sized to the tokens it
+    /// kept plus the decoded ones), summed over layers.
+    kv_bytes_allocated: u64,
+    /// KV-cache bytes the kept tokens occupy after prefill (accounting: token-layers × bytes per row).
+    kv_bytes_after_prefill: u64,
     /// Device memory in use after the last run (CUDA only: total minus free, weights and pool included).
     device_memory_used_bytes: Option<u64>,
     equivalent_tokens: f64,
@@ -126,6 +138,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         _ => args.device.dtype(&device)?,
     };
     let (model, name, weights, full_layers) = match (&args.model, args.preset, args.random_weights) {
+        _ if args.mini => {
+            if args.num_layers.is_some() || args.random_weights {
+                bail!("--mini runs the whole trained model: drop --num-layers and --random-weights");
+            }
+            let projector = ProjectorSource::File(args.projector.clone());
+            let mini = load_mini(&args.cache.dir(), &projector, &device, dtype)?;
+            let full = mini.model.config.text.layers;
+            (mini.model, "sparsevlm-mini".to_owned(), "trained projector".to_owned(), full)
+        }
         (Some(dir), _, false) => {
             let options = LoadOptions { device: device.clone(), dtype, vision_tower: None, progress: true };
             let full = LlavaConfig::load(dir, None)?.text.layers;
@@ -171,7 +192,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let config = spec.config()?;
         let budget = spec.effective_budget();
         let (mut vision, mut prefill, mut selection, mut decode) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut last = None;
+        let (mut last, mut kv_bytes) = (None, 0);
         for i in 0..args.warmup + args.repeats {
             let started = Instant::now();
             let features = model.encode_image(&pixels)?;
@@ -191,6 +212,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 decode.push(g.timings.decode_ms / g.timings.decode_tokens.max(1) as f64);
             }
             last = Some(g.sparsifier.accounting());
+            kv_bytes = g.kv_bytes;
         }
         let Some(acc) = last else { bail!("no run was timed") };
         let (prefill, selection) = (spread(prefill), spread(selection));
@@ -203,7 +225,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             selection_ms: selection,
             selection_percent: 100.0 * selection.median / prefill.median,
             decode_ms_per_token: spread(decode),
-            kv_bytes: (acc.kv_token_layers * kv_row_bytes) as u64,
+            kv_bytes_allocated: kv_bytes as u64,
+            kv_bytes_after_prefill: (acc.kv_token_layers * kv_row_bytes) as u64,
             device_memory_used_bytes: device_memory_used(&device),
             equivalent_tokens: acc.equivalent_tokens,
             prefill_tflops: acc.true_flops / 1e12,
@@ -296,7 +319,7 @@ fn print_table(r: &Report) {
     );
     println!(
         "{:<28} {:>10} {:>22} {:>14} {:>16} {:>8} {:>9} {:>9}",
-        "method", "vision ms", "prefill ms (min-max)", "selection %", "decode ms/token", "eq.tok", "TFLOPs", "KV MiB"
+        "method", "vision ms", "prefill ms (min-max)", "selection %", "decode ms/token", "eq.tok", "TFLOPs", "KV MiB*"
     );
     for row in &r.rows {
         println!(
@@ -310,14 +333,19 @@ fn print_table(r: &Report) {
             row.decode_ms_per_token.median,
             row.equivalent_tokens,
             row.prefill_tflops,
-            row.kv_bytes as f64 / (1 << 20) as f64
+            row.kv_bytes_allocated as f64 / (1 << 20) as f64
         );
     }
-    let dense =
-        r.rows.iter().find(|row| row.budget.is_none() && row.method == "dense").map(|row| row.prefill_ms.median);
+    println!("* KV MiB: the cache buffers the run allocated, measured (each layer's sized to the tokens it kept).");
+    let dense = r.rows.iter().find(|row| row.budget.is_none() && row.method == "dense");
     if let Some(d) = dense {
         for row in r.rows.iter().filter(|row| row.method != "dense") {
-            println!("  {}: prefill {:.2}x faster than dense", row.method, d / row.prefill_ms.median);
+            println!(
+                "  {}: prefill {:.2}x faster than dense, KV cache {:.1} % of dense",
+                row.method,
+                d.prefill_ms.median / row.prefill_ms.median,
+                100.0 * row.kv_bytes_allocated as f64 / d.kv_bytes_allocated.max(1) as f64
+            );
         }
     }
 }

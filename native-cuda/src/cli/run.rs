@@ -95,6 +95,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "timings_ms": {"vision": out.vision_ms, "prefill": t.prefill_ms, "decode": t.decode_ms},
             "decode_tokens_per_s": t.decode_tokens_per_s(),
             "accounting": acc,
+            "kv_bytes_allocated": g.kv_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -112,6 +113,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     for line in report::savings(g.sparsifier.dims(), &acc, out.layout.seq_len(), out.layout.n_visual()) {
         println!("{line}");
     }
+    println!("KV cache allocated: {:.2} MiB (measured)", g.kv_bytes as f64 / (1 << 20) as f64);
     if let Some(reason) = &g.sparsifier.trace().skipped {
         println!("not sparsified: {reason}");
     }

@@ -382,7 +382,7 @@ impl GgufLlm {
         let layout = TokenLayout::new(ids.len(), vec![Span { start: 0, end: 1 }])?;
         let mut sparsifier = Sparsifier::new(&SparseConfig::dense(), &self.config.dims(), layout)?;
         let numerics = CandleNumerics::new(&self.device);
-        let mut caches = self.llama.caches(ids.len() + max_new_tokens + 1);
+        let mut caches = self.llama.caches(max_new_tokens);
         let mut logits = self.llama.prefill(self.llama.embed(ids)?, &mut sparsifier, &numerics, &mut caches)?;
         let mut out = Vec::with_capacity(max_new_tokens);
         for step in 0..max_new_tokens {

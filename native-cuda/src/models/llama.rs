@@ -247,16 +247,39 @@ pub struct Llama {
     pub config: TextConfig,
 }
 
-/// One KV cache per layer.
+/// One KV cache per layer, each allocated when its layer first runs, for the tokens that layer holds after
+/// the prefill plus the decoding room: a layer after a pruning layer never holds the dense length.
 #[derive(Debug, Clone)]
 pub struct LayerCaches {
-    caches: Vec<KvCache>,
+    caches: Vec<Option<KvCache>>,
+    decode_room: usize,
 }
 
 impl LayerCaches {
-    /// Per-layer lengths.
+    /// Per-layer lengths (0 for a layer that has not run).
     pub fn lens(&self) -> Vec<usize> {
-        self.caches.iter().map(KvCache::current_seq_len).collect()
+        self.caches.iter().map(|c| c.as_ref().map_or(0, KvCache::current_seq_len)).collect()
+    }
+
+    /// Bytes of the key and value buffers allocated so far, over every layer (measured from the
+    /// buffers themselves, not computed from the lengths).
+    pub fn allocated_bytes(&self) -> usize {
+        self.caches
+            .iter()
+            .flatten()
+            .flat_map(|c| [c.k_cache().all_data(), c.v_cache().all_data()])
+            .flatten()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Layer `l`'s cache, allocated on its first use for `n_first` tokens plus the decoding room.
+    fn layer(&mut self, l: usize, n_first: usize) -> Result<&mut KvCache> {
+        let room = self.decode_room;
+        let n_layers = self.caches.len();
+        let slot =
+            self.caches.get_mut(l).ok_or_else(|| Error::Input(format!("layer {l} of a {n_layers}-layer cache")))?;
+        Ok(slot.get_or_insert_with(|| KvCache::new(2, n_first + room)))
     }
 }
 
@@ -288,9 +311,9 @@ impl Llama {
         self.fused
     }
 
-    /// Fresh caches able to hold `max_len` tokens per layer.
-    pub fn caches(&self, max_len: usize) -> LayerCaches {
-        LayerCaches { caches: (0..self.blocks.len()).map(|_| KvCache::new(2, max_len)).collect() }
+    /// Fresh, unallocated caches; each layer's holds its prefill length plus `decode_room` tokens.
+    pub fn caches(&self, decode_room: usize) -> LayerCaches {
+        LayerCaches { caches: vec![None; self.blocks.len()], decode_room }
     }
 
     /// Token embeddings. `[n]` ids → `[n, D]`
@@ -348,7 +371,8 @@ impl Llama {
                     (cos, sin)
                 }
             };
-            let (y, qk) = block.forward(&x, &cos, &sin, &mut caches.caches[l], self.fused)?;
+            let cache = caches.layer(l, x.dim(1)?)?;
+            let (y, qk) = block.forward(&x, &cos, &sin, cache, self.fused)?;
             x = y;
             let Some(request) = sparsifier.request(l)? else { continue };
             device.synchronize()?;
@@ -420,7 +444,7 @@ impl Llama {
         let (cos_all, sin_all) = span("rope-tables", &device, || self.rope.at(&positions))?;
         for (l, block) in self.blocks.iter().enumerate() {
             let (cos, sin) = (cos_all.narrow(0, l, 1)?, sin_all.narrow(0, l, 1)?);
-            x = block.forward(&x, &cos, &sin, &mut caches.caches[l], self.fused)?.0;
+            x = block.forward(&x, &cos, &sin, caches.layer(l, 1)?, self.fused)?.0;
         }
         self.logits(&x)
     }

@@ -82,6 +82,9 @@ pub struct Generation {
     pub timings: Timings,
     /// The pruning decisions, positions and accounting of this prompt.
     pub sparsifier: Sparsifier,
+    /// Bytes of the KV-cache buffers this generation allocated, over every layer (measured from the
+    /// buffers; each layer's is sized to the tokens it kept plus the decoding room).
+    pub kv_bytes: usize,
 }
 
 /// The vision tower: LLaVA-1.5's CLIP, or sparsevlm-mini's DINOv2.
@@ -335,7 +338,15 @@ impl Llava {
     ) -> Result<Generation> {
         let mut sparsifier = Sparsifier::new(sparse, &self.llm.config.dims(), layout)?;
         let numerics = CandleNumerics::with_fused_kernels(&self.device, self.llm.fused_kernels());
-        let mut caches = self.llm.caches(embeddings.dim(0)? + options.max_new_tokens + 1);
+        let context = self.llm.config.max_position_embeddings;
+        let prompt = embeddings.dim(0)?;
+        if prompt.checked_add(options.max_new_tokens).is_none_or(|n| n > context) {
+            return Err(Error::Input(format!(
+                "the prompt ({prompt} tokens) and {} new tokens exceed the model's context of {context} tokens",
+                options.max_new_tokens
+            )));
+        }
+        let mut caches = self.llm.caches(options.max_new_tokens);
         let mut sampler = match options.decoding {
             Decoding::Greedy => LogitsProcessor::from_sampling(0, Sampling::ArgMax),
             Decoding::Sample { temperature, top_p, seed } => {
@@ -371,7 +382,7 @@ impl Llava {
             decode_ms: started.elapsed().as_secs_f64() * 1e3,
             decode_tokens: tokens.len().saturating_sub(1),
         };
-        Ok(Generation { tokens, prefill_logits, timings, sparsifier })
+        Ok(Generation { tokens, prefill_logits, timings, sparsifier, kv_bytes: caches.allocated_bytes() })
     }
 }
 

@@ -31,12 +31,21 @@ struct Block {
     down: Weight,
 }
 
-/// One layer's key and value cache. `[capacity, kv_heads, head_dim]` each.
+/// One layer's key and value cache, `[capacity, kv_heads, head_dim]` each, allocated when the layer first
+/// runs for the tokens it holds after the prefill plus the decoding room: a layer after a pruning layer
+/// never holds the dense length.
 #[derive(Debug)]
 pub struct KvCache {
-    k: GpuTensor,
-    v: GpuTensor,
+    buffers: Option<(GpuTensor, GpuTensor)>,
     len: usize,
+    decode_room: usize,
+}
+
+impl KvCache {
+    /// Bytes of the key and value buffers allocated (0 before the layer runs).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.buffers.as_ref().map_or(0, |(k, v)| k.byte_len() + v.byte_len())
+    }
 }
 
 /// Post-RoPE queries and keys of a layer, and the queries' log-sum-exp: `[n, h, d]`, `[n, h_kv, d]`, `[n, h]`.
@@ -102,12 +111,9 @@ impl Llm {
         self.config.hidden / self.config.heads
     }
 
-    /// Empty caches for `capacity` tokens per layer.
-    pub fn caches(&self, ctx: &GpuContext, capacity: usize) -> Result<Vec<KvCache>> {
-        let shape = [capacity, self.config.kv_heads, self.head_dim()];
-        (0..self.blocks.len())
-            .map(|_| Ok(KvCache { k: ctx.empty(&shape, DType::F32)?, v: ctx.empty(&shape, DType::F32)?, len: 0 }))
-            .collect()
+    /// Unallocated caches, one per layer; each holds its layer's prefill length plus `decode_room` tokens.
+    pub fn caches(&self, decode_room: usize) -> Vec<KvCache> {
+        (0..self.blocks.len()).map(|_| KvCache { buffers: None, len: 0, decode_room }).collect()
     }
 
     /// Token embeddings. `[n]` ids → `[n, D]`
@@ -147,16 +153,23 @@ impl Llm {
         let y = ops::rms_norm(ctx, x, &block.input_norm, c.rms_norm_eps)?;
         let (q, k) = self.query_key(ctx, block, &y, &rope)?;
         let v = ops::linear(ctx, &y, &block.v, None)?.reshape(&[n, c.kv_heads, d])?;
-        let capacity = cache.k.shape()[0];
+        let (cache_k, cache_v) = match &mut cache.buffers {
+            Some(buffers) => &*buffers,
+            empty @ None => {
+                let shape = [n + cache.decode_room, c.kv_heads, d];
+                &*empty.insert((ctx.empty(&shape, DType::F32)?, ctx.empty(&shape, DType::F32)?))
+            }
+        };
+        let capacity = cache_k.shape()[0];
         if cache.len + n > capacity {
             return Err(WebError::Input(format!("the KV cache holds {capacity} tokens; {} do not fit", cache.len + n)));
         }
         let row_bytes = (c.kv_heads * d * 4) as u64;
-        ctx.copy(&k, 0, &cache.k, cache.len as u64 * row_bytes, k.byte_len());
-        ctx.copy(&v, 0, &cache.v, cache.len as u64 * row_bytes, v.byte_len());
+        ctx.copy(&k, 0, cache_k, cache.len as u64 * row_bytes, k.byte_len());
+        ctx.copy(&v, 0, cache_v, cache.len as u64 * row_bytes, v.byte_len());
         cache.len += n;
-        let keys = cache.k.prefix(cache.len)?;
-        let values = cache.v.prefix(cache.len)?;
+        let keys = cache_k.prefix(cache.len)?;
+        let values = cache_v.prefix(cache.len)?;
         let (attn, lse) = ops::attention(ctx, &q, &keys, &values, true)?; // [n, h, d], [n, h]
         let attn = ops::linear(ctx, &attn.reshape(&[n, c.hidden])?, &block.o, None)?;
         let x = ops::add(ctx, x, &attn)?;

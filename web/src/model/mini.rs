@@ -1,8 +1,7 @@
 //! sparsevlm-mini assembled on wgpu: image → DINOv2 → projector → SmolLM2 with SparseVLM pruning, the
 //! same recipe and prompt as the native model (`native-cuda/src/mini/model.rs`, LLaVA-1.5's `generate`).
 
-use sparsevlm_core::MethodSpec;
-use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
+use sparsevlm_core::{MethodSpec, Span, SparseConfig, Sparsifier, TokenLayout};
 use tokenizers::Tokenizer;
 
 use crate::bundle::BundleConfig;
@@ -10,7 +9,7 @@ use crate::clock::Stopwatch;
 use crate::context::GpuContext;
 use crate::error::{Result, WebError};
 use crate::model::concat_rows;
-use crate::model::llm::Llm;
+use crate::model::llm::{KvCache, Llm};
 use crate::model::sampler::{Decoding, Sampler};
 use crate::model::vision::Vision;
 use crate::model::weights::WeightSource;
@@ -62,6 +61,8 @@ pub struct Answer {
     pub timings: Timings,
     /// Kept tokens, scores, positions and accounting of this prompt.
     pub sparsifier: Sparsifier,
+    /// Bytes of the KV-cache buffers allocated, over every layer (each sized to the tokens its layer kept).
+    pub kv_bytes: u64,
 }
 
 /// The model, loaded on a GPU context.
@@ -158,7 +159,7 @@ impl MiniModel {
         let seq_len = before.len() + n_visual + after.len();
         let layout = TokenLayout::new(seq_len, vec![Span { start: before.len(), end: before.len() + n_visual }])?;
         let mut sparsifier = Sparsifier::new(sparse, &self.llm.dims(), layout)?;
-        let mut caches = self.llm.caches(ctx, seq_len + options.max_new_tokens + 1)?;
+        let mut caches = self.llm.caches(options.max_new_tokens);
         let hidden = self.llm.prefill(ctx, embeddings, &mut sparsifier, &mut caches).await?;
         let mut logits = ctx.read(&self.llm.logits(ctx, &hidden)?).await?;
         let prefill_logits = logits.clone();
@@ -193,7 +194,8 @@ impl MiniModel {
         ctx.take_error()?;
         let timings =
             Timings { vision_ms, prefill_ms, decode_ms: clock.ms(), decode_tokens: tokens.len().saturating_sub(1) };
-        Ok(Answer { tokens, text, prefill_logits, timings, sparsifier })
+        let kv_bytes = caches.iter().map(KvCache::allocated_bytes).sum();
+        Ok(Answer { tokens, text, prefill_logits, timings, sparsifier, kv_bytes })
     }
 
     /// [`MiniModel::answer`], blocking (native only: the CLI and tests).

@@ -39,7 +39,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
         --json-out "$out/ours.json" 2>&1 | tee "$out/ours.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
     # The same engine with plain candle ops (eager attention, unfused selection): what our kernels bring.
-    SPARSEVLM_CUDA_KERNELS=candle timeout 200 "$bin/sparsevlm" bench --preset llava-1.5-7b --random-weights \
+    timeout 200 "$bin/sparsevlm" bench --kernels candle --preset llava-1.5-7b --random-weights \
         --device cuda --methods dense,sparsevlm-v1.5 --budgets 64 --pre-tokens 35 --text-tokens 25 \
         --decode-tokens 16 --warmup 3 --repeats 10 --json-out "$out/ours-candle.json" 2>&1 | tee "$out/ours-candle.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1

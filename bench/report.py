@@ -88,7 +88,7 @@ def tables(results):
     if candle:
         lines += [
             "",
-            "What our CUDA kernels bring (same binary, `SPARSEVLM_CUDA_KERNELS=candle` switches to plain candle ops:",
+            "What our CUDA kernels bring (same binary, `--kernels candle` switches to plain candle ops:",
             "eager attention with a score matrix, unfused selection):",
             "",
             "| case | candle ops prefill | selection | decode | our kernels prefill | selection | decode |",

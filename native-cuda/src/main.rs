@@ -93,6 +93,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo(args) => cli::demo::demo(args),
+        Command::Run(args) if args.model.device.is_wgpu() => cli::wgpu::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Score(args) => cli::run::score(args),
         Command::Bench(args) => cli::bench::bench(args),

@@ -22,7 +22,7 @@ pub struct CandleNumerics {
 
 impl CandleNumerics {
     pub fn new(device: &Device) -> Self {
-        Self::with_fused_kernels(device, crate::ops::kernels_enabled())
+        Self::with_fused_kernels(device, true)
     }
 
     /// Numerics that use our fused CUDA kernels on a CUDA device when `fused`, else candle ops.

@@ -20,7 +20,7 @@ use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOption
 
 use sparsevlm_core::MethodSpec;
 
-use super::common::{CacheArgs, DeviceArgs};
+use super::common::{CacheArgs, DeviceArgs, KernelsArg};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Preset {
@@ -176,6 +176,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         (None, Some(_), false) => bail!("a preset needs --random-weights (no weights are downloaded)"),
         _ => bail!("give --model DIR, or --preset NAME --random-weights"),
     };
+    let mut model = model;
+    model.set_fused_kernels(args.device.kernels == KernelsArg::Fused);
     let cfg = &model.config;
     let mut rng = SplitMix64::new(1);
     let vocab = cfg.text.vocab as u64;

@@ -99,9 +99,24 @@ pub struct DeviceArgs {
     /// Weight and activation type (default: f32 on CPU, bf16 on CUDA).
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
+    /// On CUDA: our fused kernels, or plain candle ops (eager attention, unfused selection) to measure what
+    /// the kernels bring.
+    #[arg(long, value_enum, default_value = "fused")]
+    pub kernels: KernelsArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelsArg {
+    Fused,
+    Candle,
 }
 
 impl DeviceArgs {
+    /// Whether `--device` asks for the wgpu backend (`run --mini` only).
+    pub fn is_wgpu(&self) -> bool {
+        self.device == "wgpu"
+    }
+
     pub fn device(&self) -> Result<Device> {
         let ordinal = match self.device.as_str() {
             "cpu" => return Ok(Device::Cpu),
@@ -150,8 +165,11 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         let device = self.device.device()?;
         let dtype = self.device.dtype(&device)?;
+        let fused = self.device.kernels == KernelsArg::Fused;
         if self.mini {
-            let mini = load_mini(&self.cache.dir(), &ProjectorSource::File(self.projector.clone()), &device, dtype)?;
+            let mut mini =
+                load_mini(&self.cache.dir(), &ProjectorSource::File(self.projector.clone()), &device, dtype)?;
+            mini.model.set_fused_kernels(fused);
             return Ok(Loaded {
                 model: mini.model,
                 family: Family::Mini { prompter: Box::new(mini.prompter), preprocess: mini.preprocess },
@@ -159,7 +177,9 @@ impl ModelArgs {
         }
         let dir = self.model.clone().ok_or_else(|| anyhow!("give --model DIR or --mini"))?;
         let options = LoadOptions { dtype, device, vision_tower: self.vision_tower.clone(), progress: true };
-        Ok(Loaded { model: Llava::load(&dir, &options)?, family: Family::Llava { dir } })
+        let mut model = Llava::load(&dir, &options)?;
+        model.set_fused_kernels(fused);
+        Ok(Loaded { model, family: Family::Llava { dir } })
     }
 }
 

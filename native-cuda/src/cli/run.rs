@@ -74,9 +74,6 @@ fn execute(args: &RunArgs, default_max_new: usize) -> Result<Outcome> {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    if super::wgpu::wants_wgpu(&args.model.device.device) {
-        return super::wgpu::run(args);
-    }
     let out = execute(args, 128)?;
     let g = &out.generation;
     let answer = match &out.prepared.text {

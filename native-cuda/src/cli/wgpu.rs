@@ -12,11 +12,6 @@ use sparsevlm_web::{image_input, GpuContext};
 
 use super::run::RunArgs;
 
-/// Whether `--device` asks for the wgpu backend.
-pub fn wants_wgpu(device: &str) -> bool {
-    device == "wgpu"
-}
-
 pub fn run(args: &RunArgs) -> Result<()> {
     if !args.model.mini {
         bail!("--device wgpu runs sparsevlm-mini only: add --mini");

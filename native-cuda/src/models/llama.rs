@@ -298,10 +298,10 @@ impl Llama {
         };
         let rope =
             Rope::new(cfg.head_dim(), cfg.rope_theta, cfg.max_position_embeddings.max(4096), vb.dtype(), vb.device())?;
-        Ok(Llama { embed, blocks, norm, lm_head, rope, fused: crate::ops::kernels_enabled(), config: cfg.clone() })
+        Ok(Llama { embed, blocks, norm, lm_head, rope, fused: true, config: cfg.clone() })
     }
 
-    /// Uses our fused CUDA kernels (the default unless `SPARSEVLM_CUDA_KERNELS=candle`) or plain candle ops.
+    /// Uses our fused CUDA kernels (the default) or plain candle ops.
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.fused = on;
     }

@@ -323,7 +323,7 @@ impl Llava {
     }
 
     /// Prefill with `sparse` pruning, then decoding.
-    /// Uses our fused CUDA kernels (the default unless `SPARSEVLM_CUDA_KERNELS=candle`) or plain candle ops,
+    /// Uses our fused CUDA kernels (the default) or plain candle ops,
     /// to compare the two.
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.llm.set_fused_kernels(on);

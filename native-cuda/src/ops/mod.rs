@@ -11,8 +11,9 @@
 //!
 //! Inputs are made contiguous f32 before the op runs; outputs are f32 (ranks u32).
 //!
-//! Setting `SPARSEVLM_CUDA_KERNELS=candle` makes the model use plain candle ops instead of these kernels
-//! on CUDA (eager attention with a score matrix, unfused selection), to measure what the kernels bring.
+//! `Llava::set_fused_kernels(false)` (the CLI's `--kernels candle`) makes the model use plain candle ops
+//! instead of these kernels on CUDA (eager attention with a score matrix, unfused selection), to measure
+//! what the kernels bring.
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -23,13 +24,6 @@ use sparsevlm_core::numerics::{check_rows, GravityInputs};
 use sparsevlm_core::{
     select, CompactionPlan, CpuReference, CpuTensor, Numerics, RaterAttention, RaterQuery, Reduction,
 };
-
-/// Whether models use our CUDA kernels on a CUDA device by default (unless `SPARSEVLM_CUDA_KERNELS=candle`;
-/// `Llava::set_fused_kernels` chooses per model).
-pub fn kernels_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("SPARSEVLM_CUDA_KERNELS").map_or(true, |v| v != "candle"))
-}
 
 /// Owned copy of the gravity inputs of a [`RaterQuery`].
 #[derive(Debug, Clone)]

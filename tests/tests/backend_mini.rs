@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use sparsevlm_core::Decoding as WebDecoding;
 use sparsevlm_core::{LayerEvent, Span, SparseConfig, Sparsifier, TokenLayout};
 use sparsevlm_core::{MethodName, MethodSpec};
 use sparsevlm_cuda::mini::bundle::{export_bundle, load_bundle, LoadedBundle};
@@ -22,7 +23,6 @@ use sparsevlm_tests::tolerance::{max_abs_diff, same_ranking, Tolerance};
 use sparsevlm_web::bundle::{TOKENIZER_FILE, WEIGHTS_FILE};
 use sparsevlm_web::model::concat_rows;
 use sparsevlm_web::model::mini::{Answer, AnswerOptions, MiniModel};
-use sparsevlm_web::model::sampler::Decoding as WebDecoding;
 use sparsevlm_web::{image_input, GpuContext};
 
 /// f32 on both sides, but sums in another order through 18 (tiny) or 42 (real) layers: the accumulated

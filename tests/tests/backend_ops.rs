@@ -7,6 +7,7 @@
 
 use half::f16;
 use sparsevlm_core::rng::SplitMix64;
+use sparsevlm_core::rope::rope_tables;
 use sparsevlm_tests::backends::{self, normal, uniform};
 use sparsevlm_tests::reference_ops::{self as reference, AttentionShape};
 use sparsevlm_tests::tolerance::Tolerance;
@@ -210,7 +211,7 @@ fn rope_matches_the_reference() {
     let Some(ctx) = backends::wgpu("rope") else { return };
     for (seed, n, h, d) in [(180, 7, 9, 64), (190, 33, 3, 32), (200, 1, 4, 64)] {
         let positions: Vec<i64> = (0..n as i64).map(|i| 3 * i + 590).collect();
-        let (cos, sin) = ops::rope_tables(&positions, d, 10000.0);
+        let (cos, sin) = rope_tables(&positions, d, 10000.0);
         assert_eq!(cos.len(), n * d / 2);
         let x = normal(seed, n * h * d, 1.0);
         let x_t = ctx.upload(&[n, h, d], &x).unwrap();
@@ -219,7 +220,7 @@ fn rope_matches_the_reference() {
         check(&format!("rope n={n} h={h} d={d}"), Tolerance::F32, &got, &reference::rope(&x, &cos, &sin, n, h, d));
     }
     // Position 0 is the identity; the tables follow inv_freq = 1 / theta^(2i/d) in f32.
-    let (cos, sin) = ops::rope_tables(&[0, 5], 8, 10000.0);
+    let (cos, sin) = rope_tables(&[0, 5], 8, 10000.0);
     assert_eq!((&cos[..4], &sin[..4]), (&[1.0f32; 4][..], &[0.0f32; 4][..]));
     assert_eq!(cos[4 + 1], (5.0f32 * (1.0 / 10000f32.powf(0.25))).cos());
     ctx.take_error().unwrap();

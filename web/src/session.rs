@@ -19,8 +19,8 @@ use crate::bundle::{BundleManifest, FileDigest, MANIFEST_FILE, TOKENIZER_FILE, W
 use crate::context::GpuContext;
 use crate::image_input;
 use crate::model::mini::{method_config, AnswerOptions, MiniModel};
-use crate::model::sampler::Decoding;
 use crate::report::AnswerReport;
+use sparsevlm_core::Decoding;
 
 /// Prefix of the Cache API stores that keep downloaded bundles; the rest of a name is the bundle's
 /// [`BundleManifest::short_hash`].

@@ -311,10 +311,10 @@ pub struct GenerationArgs {
     pub max_new_tokens: Option<usize>,
     /// Sampling temperature; 0 decodes greedily.
     #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
+    pub temperature: f32,
     /// Nucleus sampling threshold.
     #[arg(long)]
-    pub top_p: Option<f64>,
+    pub top_p: Option<f32>,
     /// Seed of sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -7,7 +7,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use sparsevlm_cuda::{heatmap, report};
 use sparsevlm_web::bundle::{TOKENIZER_FILE, WEIGHTS_FILE};
 use sparsevlm_web::model::mini::{AnswerOptions, MiniModel};
-use sparsevlm_web::model::sampler::Decoding;
 use sparsevlm_web::{image_input, GpuContext};
 
 use super::run::RunArgs;
@@ -36,15 +35,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let image = image_input::decode(&image_bytes)?;
     let (pixels, square) = image_input::pixels(&image, &model.config.vision)?;
     let config = args.method.config()?;
-    let decoding = if args.generation.temperature > 0.0 {
-        Decoding::Sample {
-            temperature: args.generation.temperature as f32,
-            top_p: args.generation.top_p.map(|p| p as f32),
-            seed: args.generation.seed,
-        }
-    } else {
-        Decoding::Greedy
-    };
+    let decoding = args.generation.decoding()?;
     let options = AnswerOptions { max_new_tokens: args.generation.max_new_tokens.unwrap_or(128), decoding };
     let mut out = std::io::stdout();
     let answer = model.answer_blocking(&ctx, &pixels, question, &config, &options, &mut |delta| {

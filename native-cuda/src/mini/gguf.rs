@@ -25,7 +25,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::json;
-use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
+use sparsevlm_core::{Decoding, Next, Span, SparseConfig, Sparsifier, TokenLayout, TokenLoop};
 use tokenizers::Tokenizer;
 
 use crate::config::TextConfig;
@@ -384,15 +384,10 @@ impl GgufLlm {
         let numerics = CandleNumerics::new(&self.device);
         let mut caches = self.llama.caches(max_new_tokens);
         let mut logits = self.llama.prefill(self.llama.embed(ids)?, &mut sparsifier, &numerics, &mut caches)?;
-        let mut out = Vec::with_capacity(max_new_tokens);
-        for step in 0..max_new_tokens {
-            let token = logits.argmax(0)?.to_scalar::<u32>()?;
-            out.push(token);
-            if stop.contains(&token) || step + 1 == max_new_tokens {
-                break;
-            }
+        let mut generation = TokenLoop::new(Decoding::Greedy, max_new_tokens, stop.to_vec())?;
+        while let Next::Decode { token, step } = generation.next(&logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)? {
             logits = self.llama.decode(token, step, &sparsifier, &mut caches)?;
         }
-        Ok(out)
+        Ok(generation.into_tokens())
     }
 }

@@ -12,6 +12,7 @@
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{embedding, linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
+use sparsevlm_core::rope::rope_tables;
 use sparsevlm_core::{RaterAttention, ScoreSource, Sparsifier};
 
 use crate::config::TextConfig;
@@ -30,18 +31,8 @@ struct Rope {
 
 impl Rope {
     fn new(head_dim: usize, theta: f64, len: usize, dtype: DType, device: &Device) -> Result<Self> {
-        // inv_freq = 1 / θ^(2i/d) in f32, angles = position · inv_freq in f32, as transformers does.
-        let inv: Vec<f32> =
-            (0..head_dim / 2).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
-        let mut cos = Vec::with_capacity(len * inv.len());
-        let mut sin = Vec::with_capacity(len * inv.len());
-        for p in 0..len {
-            for &f in &inv {
-                let angle = (p as f32 * f) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
+        let positions: Vec<i64> = (0..len as i64).collect();
+        let (cos, sin) = rope_tables(&positions, head_dim, theta);
         let shape = (len, head_dim / 2);
         Ok(Rope {
             cos: Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,

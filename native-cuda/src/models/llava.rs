@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
+use sparsevlm_core::{Next, Span, SparseConfig, Sparsifier, TokenLayout, TokenLoop};
 
 use crate::config::{Layout, LlavaConfig, Projector as ProjectorKind};
 use crate::error::{Error, Result};
@@ -32,17 +31,8 @@ pub struct LoadOptions {
     pub progress: bool,
 }
 
-/// How tokens are chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decoding {
-    Greedy,
-    /// Temperature sampling, optionally nucleus (top-p), seeded.
-    Sample {
-        temperature: f64,
-        top_p: Option<f64>,
-        seed: u64,
-    },
-}
+/// How tokens are chosen (the one sampler of every backend, in the core).
+pub use sparsevlm_core::Decoding;
 
 /// Generation settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,41 +337,27 @@ impl Llava {
             )));
         }
         let mut caches = self.llm.caches(options.max_new_tokens);
-        let mut sampler = match options.decoding {
-            Decoding::Greedy => LogitsProcessor::from_sampling(0, Sampling::ArgMax),
-            Decoding::Sample { temperature, top_p, seed } => {
-                let sampling = match top_p {
-                    Some(p) => Sampling::TopP { p, temperature },
-                    None => Sampling::All { temperature },
-                };
-                LogitsProcessor::from_sampling(seed, sampling)
-            }
-        };
+        let mut generation = TokenLoop::new(options.decoding, options.max_new_tokens, options.stop_tokens.clone())?;
         crate::profile::set_phase("prefill");
         let started = Instant::now();
         let (logits, selection_ms) = self.llm.prefill_timed(embeddings, &mut sparsifier, &numerics, &mut caches)?;
-        let prefill_logits = logits.to_vec1::<f32>()?;
+        let prefill_logits = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         self.device.synchronize()?;
         let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut tokens = Vec::new();
         crate::profile::set_phase("decode");
         let started = Instant::now();
-        let mut logits = logits;
-        for step in 0..options.max_new_tokens {
-            let token = sampler.sample(&logits)?;
-            tokens.push(token);
-            if options.stop_tokens.contains(&token) || step + 1 == options.max_new_tokens {
-                break;
-            }
-            logits = self.llm.decode(token, step, &sparsifier, &mut caches)?;
+        let mut logits = prefill_logits.clone();
+        while let Next::Decode { token, step } = generation.next(&logits)? {
+            logits = self.llm.decode(token, step, &sparsifier, &mut caches)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         }
         self.device.synchronize()?;
         let timings = Timings {
             prefill_ms,
             selection_ms,
             decode_ms: started.elapsed().as_secs_f64() * 1e3,
-            decode_tokens: tokens.len().saturating_sub(1),
+            decode_tokens: generation.tokens().len().saturating_sub(1),
         };
+        let tokens = generation.into_tokens();
         Ok(Generation { tokens, prefill_logits, timings, sparsifier, kv_bytes: caches.allocated_bytes() })
     }
 }

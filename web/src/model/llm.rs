@@ -7,6 +7,7 @@
 //! gives it; after a pruning layer the rater rows' queries, the keys and the rater log-sum-exp go to the
 //! core's sparsifier, which returns the compacted hidden states (official code: `modelling_sparse_llama.py`).
 
+use sparsevlm_core::rope::rope_tables;
 use sparsevlm_core::{ModelDims, RaterAttention, ScoreSource, Sparsifier};
 
 use crate::bundle::LlmConfig;
@@ -182,7 +183,7 @@ impl Llm {
 
     fn rope(&self, ctx: &GpuContext, positions: &[i64]) -> Result<(GpuTensor, GpuTensor)> {
         let d = self.head_dim();
-        let (cos, sin) = ops::rope_tables(positions, d, f64::from(self.config.rope_theta));
+        let (cos, sin) = rope_tables(positions, d, f64::from(self.config.rope_theta));
         Ok((ctx.upload(&[positions.len(), d / 2], &cos)?, ctx.upload(&[positions.len(), d / 2], &sin)?))
     }
 

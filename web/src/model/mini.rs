@@ -1,7 +1,7 @@
 //! sparsevlm-mini assembled on wgpu: image → DINOv2 → projector → SmolLM2 with SparseVLM pruning, the
 //! same recipe and prompt as the native model (`native-cuda/src/mini/model.rs`, LLaVA-1.5's `generate`).
 
-use sparsevlm_core::{MethodSpec, Span, SparseConfig, Sparsifier, TokenLayout};
+use sparsevlm_core::{Decoding, MethodSpec, Next, Span, SparseConfig, Sparsifier, TokenLayout, TokenLoop};
 use tokenizers::Tokenizer;
 
 use crate::bundle::BundleConfig;
@@ -10,7 +10,6 @@ use crate::context::GpuContext;
 use crate::error::{Result, WebError};
 use crate::model::concat_rows;
 use crate::model::llm::{KvCache, Llm};
-use crate::model::sampler::{Decoding, Sampler};
 use crate::model::vision::Vision;
 use crate::model::weights::WeightSource;
 
@@ -141,7 +140,8 @@ impl MiniModel {
             return Err(WebError::Input("max_new_tokens must be at least 1".into()));
         }
         let (before, after) = self.prompt_ids(question)?;
-        let mut sampler = Sampler::new(options.decoding)?;
+        let stop = self.config.prompt.stop_tokens.clone();
+        let mut generation = TokenLoop::new(options.decoding, options.max_new_tokens, stop.clone())?;
         let clock = Stopwatch::start();
         let features = self.vision.forward(ctx, pixels)?; // [V, D]
         ctx.sync().await?;
@@ -166,31 +166,25 @@ impl MiniModel {
         let prefill_ms = clock.ms();
 
         let clock = Stopwatch::start();
-        let stop = &self.config.prompt.stop_tokens;
-        let mut tokens = Vec::new();
         let mut text = String::new();
-        for step in 0..options.max_new_tokens {
-            let token = sampler.sample(&logits)?;
-            tokens.push(token);
-            if stop.contains(&token) {
-                break;
-            }
+        loop {
+            let next = generation.next(&logits)?;
+            let tokens = generation.tokens();
             // A character split over tokens decodes as U+FFFD until its last byte arrives: wait for it.
-            let now = self.decode_text(&tokens)?;
-            if !now.ends_with('\u{FFFD}') {
-                if let Some(delta) = now.strip_prefix(text.as_str()) {
-                    if !delta.is_empty() {
+            if !tokens.last().is_some_and(|t| stop.contains(t)) {
+                let now = self.decode_text(tokens)?;
+                if !now.ends_with('\u{FFFD}') {
+                    if let Some(delta) = now.strip_prefix(text.as_str()).filter(|d| !d.is_empty()) {
                         on_text(delta);
                     }
+                    text = now;
                 }
-                text = now;
             }
-            if step + 1 == options.max_new_tokens {
-                break;
-            }
+            let Next::Decode { token, step } = next else { break };
             let hidden = self.llm.decode(ctx, token, step, &sparsifier, &mut caches)?;
             logits = ctx.read(&self.llm.logits(ctx, &hidden)?).await?;
         }
+        let tokens = generation.into_tokens();
         ctx.take_error()?;
         let timings =
             Timings { vision_ms, prefill_ms, decode_ms: clock.ms(), decode_tokens: tokens.len().saturating_sub(1) };

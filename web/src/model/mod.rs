@@ -3,7 +3,6 @@
 
 pub mod llm;
 pub mod mini;
-pub mod sampler;
 pub mod vision;
 pub mod weights;
 

@@ -38,24 +38,6 @@ struct AttentionParams {
     _pad: u32,
 }
 
-/// The cos and sin tables (`[positions.len(), head_dim / 2]` each) of the rotary embedding at `positions`,
-/// computed as transformers' LlamaRotaryEmbedding and the native decoder do: `inv_freq[i] = 1 / θ^(2i/d)`
-/// in f64 rounded to f32, angles as f32 products, cos and sin rounded to f32.
-pub fn rope_tables(positions: &[i64], head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
-    let mut cos = Vec::with_capacity(positions.len() * half);
-    let mut sin = Vec::with_capacity(positions.len() * half);
-    for &pos in positions {
-        for &f in &inv_freq {
-            let angle = f64::from(pos as f32 * f);
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    (cos, sin)
-}
-
 /// Rotate-half RoPE: x `[n, h, d]`, cos and sin `[n, d / 2]` → `[n, h, d]`.
 pub fn rope(ctx: &GpuContext, x: &GpuTensor, cos: &GpuTensor, sin: &GpuTensor) -> Result<GpuTensor> {
     const OP: &str = "rope";

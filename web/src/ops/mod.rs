@@ -12,7 +12,7 @@ mod layout;
 mod linear;
 mod norm;
 
-pub use attention::{attention, rope, rope_tables};
+pub use attention::{attention, rope};
 pub use elementwise::{add, add_scaled, gelu, silu_mul};
 pub use layout::{heads_first, select_rows};
 pub use linear::{embed, linear};

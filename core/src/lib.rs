@@ -17,6 +17,7 @@ pub mod layout;
 pub mod method;
 pub mod model;
 pub mod numerics;
+pub mod patches;
 pub mod plan;
 pub mod preprocess;
 pub mod rank;

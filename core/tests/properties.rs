@@ -15,6 +15,7 @@ use std::ops::Range;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use sparsevlm_core::patches::patch_layers;
 use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::schedule::{self, TableFamily};
 use sparsevlm_core::solver::{self, Profile, SolveProblem};
@@ -505,6 +506,36 @@ fn check_positions(run: &Run) {
 // ---------------------------------------------------------------------------------------------------
 // Properties
 
+/// The patch view of the trace: each layer's entering tokens map to patches, kept and merged patches are
+/// entering patches, disjoint and unique, one merged list per cluster, and a single image's merged tokens
+/// are what the view does not count as kept.
+fn check_patches(run: &Run) {
+    let trace = run.sp.trace();
+    let layout = &run.case.layout;
+    let grid = (layout.visual_spans()[0].len() as f64).sqrt().ceil() as usize;
+    let (layers, surviving) = patch_layers(trace, layout, grid);
+    assert_eq!(layers.len(), trace.events.len());
+    let mut last_kept: Option<BTreeSet<usize>> = None;
+    for (view, event) in layers.iter().zip(&trace.events) {
+        assert_eq!((view.layer, view.visual_in, view.visual_out), (event.layer, event.v_in, event.visual_after.len()));
+        assert_eq!((view.patches_in.len(), view.scores.len()), (event.v_in, event.v_in));
+        let entering: BTreeSet<usize> = view.patches_in.iter().flatten().copied().collect();
+        let kept: BTreeSet<usize> = view.kept.iter().copied().collect();
+        let merged: Vec<usize> = view.merged.iter().flatten().copied().collect();
+        assert_eq!(kept.len(), view.kept.len(), "kept patches are unique");
+        assert!(kept.is_subset(&entering) && merged.iter().all(|p| entering.contains(p) && !kept.contains(p)));
+        assert_eq!(view.merged.len(), event.clustering.as_ref().map_or(0, |c| c.centers.len()));
+        if layout.visual_spans().len() == 1 {
+            let merged_tokens = event.visual_after.iter().filter(|o| matches!(o, TokenOrigin::Merged { .. })).count();
+            assert_eq!(view.visual_out - view.kept.len(), merged_tokens);
+        }
+        last_kept = Some(kept);
+    }
+    if let Some(kept) = last_kept {
+        assert_eq!(surviving.iter().copied().collect::<BTreeSet<usize>>(), kept);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -526,6 +557,11 @@ proptest! {
     #[test]
     fn recycle_and_cluster_counts_follow_their_formulas(case in cases(v15_config_strategy)) {
         check_recycling(&run_alone(&case));
+    }
+
+    #[test]
+    fn the_patch_view_accounts_for_every_patch(case in case_strategy()) {
+        check_patches(&run_alone(&case));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! trace, and the savings against dense.
 
 use serde_json::{json, Value};
+use sparsevlm_core::patches::patch_layers;
 use sparsevlm_core::{Accounting, ModelDims, PruneTrace, Sparsifier, TokenLayout, TokenOrigin};
 
 use crate::heatmap::HeatmapPanel;
@@ -71,35 +72,35 @@ pub fn score_json(
 ///
 /// `grid` is the patch grid side (24 for 576 tokens); the first visual span is drawn.
 pub fn heatmap_panels(trace: &PruneTrace, layout: &TokenLayout, grid: usize) -> Vec<HeatmapPanel> {
-    let Some(span) = layout.visual_spans().first() else { return Vec::new() };
-    let patch = |origin: &TokenOrigin| match origin {
-        TokenOrigin::Input(i) if span.range().contains(i) && i - span.start < grid * grid => Some(i - span.start),
-        _ => None,
+    let mask = |patches: &mut dyn Iterator<Item = usize>| {
+        let mut on = vec![false; grid * grid];
+        patches.filter(|&p| p < grid * grid).for_each(|p| on[p] = true);
+        on
     };
-    let mut block: Vec<TokenOrigin> = span.range().map(TokenOrigin::Input).collect();
-    let mut panels = Vec::new();
-    for e in &trace.events {
-        let mut kept = vec![false; grid * grid];
-        e.visual_after.iter().filter_map(patch).for_each(|p| kept[p] = true);
-        let mut merged = vec![false; grid * grid];
-        e.recycled_slots.iter().filter_map(|&s| block.get(s)).filter_map(patch).for_each(|p| merged[p] = true);
-        let mut scores = vec![0.0f32; grid * grid];
-        block.iter().zip(&e.scores).for_each(|(o, &s)| {
-            if let Some(p) = patch(o) {
-                scores[p] = s;
+    let (layers, _) = patch_layers(trace, layout, grid);
+    layers
+        .iter()
+        .map(|l| {
+            let mut scores = vec![0.0f32; grid * grid];
+            l.patches_in.iter().zip(&l.scores).for_each(|(p, &s)| {
+                if let Some(p) = p.filter(|&p| p < scores.len()) {
+                    scores[p] = s;
+                }
+            });
+            // Tokens leaving that are not patches of their own: merged at this layer or an earlier one.
+            let n_merged_tokens = l.visual_out.saturating_sub(l.kept.len());
+            let title = match n_merged_tokens {
+                0 => format!("layer {}: {} kept", l.layer, l.kept.len()),
+                n => format!("layer {}: {} kept + {n} merged", l.layer, l.kept.len()),
+            };
+            HeatmapPanel {
+                title,
+                kept: mask(&mut l.kept.iter().copied()),
+                scores: Some(scores),
+                merged: mask(&mut l.merged.iter().flatten().copied()),
             }
-        });
-        let n_kept = kept.iter().filter(|&&k| k).count();
-        let n_merged_tokens = e.visual_after.len() - original_positions(&e.visual_after).len();
-        let title = if n_merged_tokens > 0 {
-            format!("layer {}: {n_kept} kept + {n_merged_tokens} merged", e.layer)
-        } else {
-            format!("layer {}: {n_kept} kept", e.layer)
-        };
-        panels.push(HeatmapPanel { title, kept, scores: Some(scores), merged });
-        block = e.visual_after.clone();
-    }
-    panels
+        })
+        .collect()
 }
 
 pub use sparsevlm_core::accounting::saved_percent;

@@ -4,26 +4,13 @@
 
 use serde::Serialize;
 use sparsevlm_core::accounting::saved_percent;
-use sparsevlm_core::{Accounting, Sparsifier, TokenOrigin};
+use sparsevlm_core::patches::patch_layers;
+use sparsevlm_core::{Accounting, Sparsifier};
 
 use crate::model::mini::{Answer, Timings};
 
-/// One pruning layer, in image-patch terms (a patch index is `row · grid + column`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LayerReport {
-    pub layer: usize,
-    /// Visual tokens entering and leaving.
-    pub visual_in: usize,
-    pub visual_out: usize,
-    /// Patch of each visual token entering, `None` for a token merged at an earlier layer. `[visual_in]`
-    pub patches_in: Vec<Option<usize>>,
-    /// Significance of each visual token entering. `[visual_in]`
-    pub scores: Vec<f32>,
-    /// Patches kept as themselves.
-    pub kept: Vec<usize>,
-    /// Patches merged into new tokens (recycling), one list per merged token.
-    pub merged: Vec<Vec<usize>>,
-}
+/// One pruning layer, in image-patch terms (the core's one view of a trace, shared with the CLI's heatmaps).
+pub use sparsevlm_core::patches::PatchLayer as LayerReport;
 
 /// Savings against dense.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,42 +57,7 @@ impl AnswerReport {
     pub fn new(answer: &Answer, method: String, grid: usize) -> Self {
         let sparsifier = &answer.sparsifier;
         let trace = sparsifier.trace();
-        let layout = sparsifier.layout();
-        let first_visual = layout.visual_indices().first().copied().unwrap_or(0);
-        let patch = |origin: &TokenOrigin| match *origin {
-            TokenOrigin::Input(i) if layout.is_visual(i) => Some(i - first_visual),
-            _ => None,
-        };
-        // Visual block entering each event: the input block, then each event's `visual_after`.
-        let mut block: Vec<TokenOrigin> = layout.visual_indices().into_iter().map(TokenOrigin::Input).collect();
-        let mut layers = Vec::new();
-        for event in &trace.events {
-            let patches_in: Vec<Option<usize>> = block.iter().map(patch).collect();
-            let merged = match &event.clustering {
-                Some(c) => (0..c.centers.len())
-                    .map(|cluster| {
-                        c.assign
-                            .iter()
-                            .zip(&event.recycled_slots)
-                            .filter(|(&a, _)| a == cluster)
-                            .filter_map(|(_, &slot)| patches_in.get(slot).copied().flatten())
-                            .collect()
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            layers.push(LayerReport {
-                layer: event.layer,
-                visual_in: event.v_in,
-                visual_out: event.visual_after.len(),
-                kept: event.kept_origins.iter().filter_map(patch).collect(),
-                patches_in,
-                scores: event.scores.clone(),
-                merged,
-            });
-            block = event.visual_after.clone();
-        }
-        let surviving = block.iter().filter_map(patch).collect();
+        let (layers, surviving) = patch_layers(trace, sparsifier.layout(), grid);
         Self {
             answer: answer.text.clone(),
             tokens: answer.tokens.clone(),

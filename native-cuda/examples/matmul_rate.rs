@@ -2,7 +2,7 @@
 //! training pass: a packed sequence of about 800 tokens through SmolLM2-135M's linear layers. The training
 //! throughput in docs/mini.md is stated against this rate.
 //!
-//! `cargo run --release -p sparsevlm-cuda --example matmul_rate`
+//! `cargo run --release -p sparsevlm-candle --example matmul_rate`
 
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// The error type of `sparsevlm-cuda`.
+/// The error type of `sparsevlm-candle`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {message}")]

@@ -1,8 +1,9 @@
-//! # sparsevlm-cuda
+//! # sparsevlm-candle
 //!
-//! The native engine of sparsevlm: LLaVA-1.5 in candle with SparseVLM hooks, on CPU and (with the `cuda`
-//! feature) on NVIDIA GPUs, and the `sparsevlm` command-line tool. Every pruning decision comes from
-//! `sparsevlm-core`; this crate supplies the models and the numerics.
+//! The native engine of sparsevlm: LLaVA-1.5 and sparsevlm-mini in candle with SparseVLM hooks, on CPU and
+//! (with the `cuda` feature) on NVIDIA GPUs, with the projector's training and the evaluation harness. The
+//! `sparsevlm` command (the `sparsevlm` package in `native-cuda/cli/`) is a thin front end over it. Every
+//! pruning decision comes from `sparsevlm-core`; this crate supplies the models and the numerics.
 
 pub mod config;
 pub mod data;

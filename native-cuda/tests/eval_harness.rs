@@ -5,15 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device};
+use sparsevlm_candle::config::Layout;
+use sparsevlm_candle::data::read_easy_vqa;
+use sparsevlm_candle::eval::{evaluate, markdown, plot, point_config, Journal, LlavaPrompter, LLAVA_SHORT_ANSWER};
+use sparsevlm_candle::models::llava::{Llava, LoadOptions};
+use sparsevlm_candle::plan::plan;
+use sparsevlm_candle::preprocess::PreprocessConfig;
+use sparsevlm_candle::tiny::{write_tiny_llava, TinySpec};
+use sparsevlm_candle::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 use sparsevlm_core::{MethodName, MethodSpec};
-use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, point_config, Journal, LlavaPrompter, LLAVA_SHORT_ANSWER};
-use sparsevlm_cuda::models::llava::{Llava, LoadOptions};
-use sparsevlm_cuda::plan::plan;
-use sparsevlm_cuda::preprocess::PreprocessConfig;
-use sparsevlm_cuda::tiny::{write_tiny_llava, TinySpec};
-use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 
 #[test]
 fn every_method_and_budget_is_scored() {
@@ -81,7 +81,7 @@ fn every_method_and_budget_is_scored() {
     std::fs::write(&path, format!("{first}\n{}\n", rest.join("\n"))).unwrap();
     let mut journal = Journal::open(&path).unwrap();
     let again = evaluate(&model, &prompter, &pre, &items, &methods, &budgets, Some(&mut journal), false).unwrap();
-    let first_point = |ps: &[sparsevlm_cuda::eval::EvalPoint]| {
+    let first_point = |ps: &[sparsevlm_candle::eval::EvalPoint]| {
         ps.iter().find(|p| p.budget == 576 && p.method == methods[0].family()).unwrap().correct as i64
     };
     let (before, flipped) = (first_point(&points), first_point(&again));

@@ -6,14 +6,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device};
+use sparsevlm_candle::config::Layout;
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Generation, Llava, LoadOptions};
+use sparsevlm_candle::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 use sparsevlm_core::{MethodSpec, SparseConfig};
-use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Generation, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 
 const NEW_TOKENS: usize = 3;
 
-fn generate(model: &Llava, config: &SparseConfig, max_new_tokens: usize) -> sparsevlm_cuda::error::Result<Generation> {
+fn generate(
+    model: &Llava,
+    config: &SparseConfig,
+    max_new_tokens: usize,
+) -> sparsevlm_candle::error::Result<Generation> {
     let spec = TinySpec::default();
     let pixels = random_pixels(3, 336, &Device::Cpu).unwrap();
     let features = model.encode_image(&pixels).unwrap();

@@ -11,12 +11,12 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
+use sparsevlm_candle::data::read_easy_vqa;
+use sparsevlm_candle::eval::evaluate;
+use sparsevlm_candle::mini::fetch::{default_cache_dir, fetch_all, parts_required};
+use sparsevlm_candle::mini::model::{load_mini, ProjectorSource};
+use sparsevlm_candle::scenes::{write_scenes, TEST_SEED};
 use sparsevlm_core::{MethodName, MethodSpec};
-use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::evaluate;
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_all, parts_required};
-use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
-use sparsevlm_cuda::scenes::{write_scenes, TEST_SEED};
 
 /// Dense accuracy on the sample must stay at or above this (36 % measured at commit: docs/mini.md).
 const DENSE_THRESHOLD: f64 = 0.30;

@@ -12,14 +12,14 @@ use std::time::Instant;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use sparsevlm_candle::mini::chat::{self, ChatTokenizer, IMAGE_TOKEN_INDEX};
+use sparsevlm_candle::mini::fetch::{default_cache_dir, fetch_part, parts_required, SMOLLM2};
+use sparsevlm_candle::mini::gguf::{self, load_gguf_llm, unpermute_qk};
+use sparsevlm_candle::mini::tiny::{permute_qk, tiny_vocab, write_tiny_gguf, TinyLlmSpec};
+use sparsevlm_candle::models::llama::Llama;
+use sparsevlm_candle::numerics::CandleNumerics;
 use sparsevlm_core::rng::SplitMix64;
 use sparsevlm_core::{Span, SparseConfig, Sparsifier, TokenLayout};
-use sparsevlm_cuda::mini::chat::{self, ChatTokenizer, IMAGE_TOKEN_INDEX};
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, parts_required, SMOLLM2};
-use sparsevlm_cuda::mini::gguf::{self, load_gguf_llm, unpermute_qk};
-use sparsevlm_cuda::mini::tiny::{permute_qk, tiny_vocab, write_tiny_gguf, TinyLlmSpec};
-use sparsevlm_cuda::models::llama::Llama;
-use sparsevlm_cuda::numerics::CandleNumerics;
 
 // The synthetic model: 2 layers, d = 64, 4 heads of 16, 2 KV heads, FFN 96; F32 and Q8_0 matrices mixed.
 const HIDDEN: usize = 64;

@@ -5,12 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device, Tensor};
+use sparsevlm_candle::mini::fetch::{default_cache_dir, fetch_all, fetch_part, parts_required, EASY_VQA};
+use sparsevlm_candle::mini::model::{load_mini, ProjectorSource};
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions};
+use sparsevlm_candle::preprocess;
+use sparsevlm_candle::train::Example;
 use sparsevlm_core::{Budget, Method, SparseConfig};
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_all, fetch_part, parts_required, EASY_VQA};
-use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions};
-use sparsevlm_cuda::preprocess;
-use sparsevlm_cuda::train::Example;
 
 #[test]
 fn mini_runs_prunes_and_trains_from_the_real_parts() {

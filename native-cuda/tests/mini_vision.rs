@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_part, parts_required, DINOV2_ONNX};
-use sparsevlm_cuda::mini::onnx::{convert_dinov2, dinov2_weights, load_dinov2, read_dinov2_config, save_dinov2};
-use sparsevlm_cuda::mini::onnx_proto::{
+use sparsevlm_candle::mini::fetch::{default_cache_dir, fetch_part, parts_required, DINOV2_ONNX};
+use sparsevlm_candle::mini::onnx::{convert_dinov2, dinov2_weights, load_dinov2, read_dinov2_config, save_dinov2};
+use sparsevlm_candle::mini::onnx_proto::{
     attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
 };
-use sparsevlm_cuda::models::dinov2::{cubic_resize_matrix, Dinov2, Dinov2Config, CUBIC_A};
+use sparsevlm_candle::models::dinov2::{cubic_resize_matrix, Dinov2, Dinov2Config, CUBIC_A};
 
 // ---------------------------------------------------------------------------------------------------
 // A tiny synthetic export

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use sparsevlm_cuda::preprocess::{load_image, preprocess, PreprocessConfig, CLIP_STD};
+use sparsevlm_candle::preprocess::{load_image, preprocess, PreprocessConfig, CLIP_STD};
 
 const IMAGES: [&str; 5] = ["gradient_97x61", "portrait_301x500", "tiny_7x13", "gray_128x95", "rgba_57x40"];
 /// One 8-bit level in the channel with the smallest std.

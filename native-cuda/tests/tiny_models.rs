@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use sparsevlm_candle::config::Layout;
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
+use sparsevlm_candle::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 use sparsevlm_core::SparseConfig;
-use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 
 fn options() -> LoadOptions {
     LoadOptions { device: Device::Cpu, dtype: DType::F32, vision_tower: None, progress: false }

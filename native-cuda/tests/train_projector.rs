@@ -6,13 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device, Tensor};
+use sparsevlm_candle::config::Layout;
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
+use sparsevlm_candle::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS, EOS};
+use sparsevlm_candle::train::packed::{ImageGroup, Question};
+use sparsevlm_candle::train::run::{fresh_state, train, Checkpoint, GroupSpec, Reporting, TrainConfig};
+use sparsevlm_candle::train::{load_projector, Example, ProjectorTrainer};
 use sparsevlm_core::SparseConfig;
-use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS, EOS};
-use sparsevlm_cuda::train::packed::{ImageGroup, Question};
-use sparsevlm_cuda::train::run::{fresh_state, train, Checkpoint, GroupSpec, Reporting, TrainConfig};
-use sparsevlm_cuda::train::{load_projector, Example, ProjectorTrainer};
 
 fn model(dir: &std::path::Path) -> Llava {
     let spec = TinySpec { layers: 4, ..TinySpec::default() };
@@ -135,7 +135,7 @@ fn packed_shared_prefix_loss_and_gradients_equal_the_per_question_ones() {
 fn run_training(model: &Llava, dir: &std::path::Path, steps_now: Option<usize>, resume: bool) -> Vec<Vec<f32>> {
     let groups: Vec<GroupSpec> =
         (0..3u32).map(|i| GroupSpec { image: format!("image-{i}").into(), questions: questions(i * 5) }).collect();
-    let mut features = |image: &std::path::Path| -> sparsevlm_cuda::error::Result<Tensor> {
+    let mut features = |image: &std::path::Path| -> sparsevlm_candle::error::Result<Tensor> {
         let seed = image.to_str().unwrap().trim_start_matches("image-").parse::<u64>().unwrap();
         model.vision_features(&pixels(seed + 1))
     };

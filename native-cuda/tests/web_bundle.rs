@@ -21,20 +21,20 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
-use sparsevlm_core::rng::SplitMix64;
-use sparsevlm_core::{Budget, Method, SparseConfig};
-use sparsevlm_cuda::mini::bundle::{
+use sparsevlm_candle::mini::bundle::{
     export_bundle, load_bundle, prompt_template, read_config, unpermute_rows, LoadedBundle,
 };
-use sparsevlm_cuda::mini::chat::IMAGE_MARKER;
-use sparsevlm_cuda::mini::fetch::default_cache_dir;
-use sparsevlm_cuda::mini::gguf::{self, hf_name, unpermute_qk};
-use sparsevlm_cuda::mini::model::{assemble_mini, Mini, MiniParts, ProjectorSource};
-use sparsevlm_cuda::mini::onnx::load_dinov2;
-use sparsevlm_cuda::mini::tiny::{tiny_vocab, write_tiny_dinov2, write_tiny_mini, TinyMiniParts};
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Generation};
-use sparsevlm_cuda::tiny::random_pixels;
-use sparsevlm_web::bundle::{
+use sparsevlm_candle::mini::chat::IMAGE_MARKER;
+use sparsevlm_candle::mini::fetch::default_cache_dir;
+use sparsevlm_candle::mini::gguf::{self, hf_name, unpermute_qk};
+use sparsevlm_candle::mini::model::{assemble_mini, Mini, MiniParts, ProjectorSource};
+use sparsevlm_candle::mini::onnx::load_dinov2;
+use sparsevlm_candle::mini::tiny::{tiny_vocab, write_tiny_dinov2, write_tiny_mini, TinyMiniParts};
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Generation};
+use sparsevlm_candle::tiny::random_pixels;
+use sparsevlm_core::rng::SplitMix64;
+use sparsevlm_core::{Budget, Method, SparseConfig};
+use sparsevlm_wgpu::bundle::{
     BundleConfig, BundleManifest, Quant, CONFIG_KEY, MANIFEST_FILE, MANIFEST_FORMAT, TOKENIZER_FILE, WEIGHTS_FILE,
 };
 
@@ -258,7 +258,7 @@ fn the_manifest_names_the_bundle_by_its_content() {
     export_bundle(&parts.parts(), &out).unwrap();
     assert_eq!(check_manifest(&out), manifest);
     let other = tmp.path().join("other-projector.safetensors");
-    sparsevlm_cuda::mini::tiny::write_tiny_projector(&other, 32, 64, SEED + 1).unwrap();
+    sparsevlm_candle::mini::tiny::write_tiny_projector(&other, 32, 64, SEED + 1).unwrap();
     let retrained = MiniParts { projector: ProjectorSource::File(other), ..parts.parts() };
     export_bundle(&retrained, &out).unwrap();
     let new = check_manifest(&out);
@@ -421,7 +421,7 @@ fn broken_bundles_and_parts_give_clear_errors() {
     let e = export_bundle(&bad, &tmp.path().join("x")).unwrap_err().to_string();
     assert!(e.contains("no trained projector at"), "{e}");
     let other = tmp.path().join("other-projector.safetensors");
-    sparsevlm_cuda::mini::tiny::write_tiny_projector(&other, 48, 64, 1).unwrap();
+    sparsevlm_candle::mini::tiny::write_tiny_projector(&other, 48, 64, 1).unwrap();
     let bad = MiniParts { projector: ProjectorSource::File(other), ..parts.parts() };
     let e = export_bundle(&bad, &tmp.path().join("y")).unwrap_err().to_string();
     assert!(e.contains("tensor projector.linear_1.weight has shape [64, 48], expected [64, 32]"), "{e}");

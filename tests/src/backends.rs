@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use sparsevlm_web::GpuContext;
+use sparsevlm_wgpu::GpuContext;
 
 /// Whether the environment demands a wgpu adapter.
 fn wgpu_required() -> bool {

@@ -273,11 +273,11 @@ fn check_run_level(run: &Run, produced: &Produced<'_>, tol: Tolerances, err: &mu
 /// When a fixture cannot be read or the model fails to run: test support, where that is a failed test.
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub fn check_native_model(
-    model: &sparsevlm_cuda::models::llava::Llava,
+    model: &sparsevlm_candle::models::llava::Llava,
     device: &candle_core::Device,
     ids_name: &str,
 ) -> (Vec<String>, usize) {
-    use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions};
+    use sparsevlm_candle::models::llava::{Decoding, GenerateOptions};
     let mut errors = Vec::new();
     let mut runs = 0;
     for case in fixtures::cases().expect("fixture cases") {

@@ -1,4 +1,4 @@
-//! Plain-loop CPU references of the model operations the backends implement (`sparsevlm_web::ops`), in
+//! Plain-loop CPU references of the model operations the backends implement (`sparsevlm_wgpu::ops`), in
 //! f64 where the backends accumulate: `nn.Linear`, embedding gathers, LlamaRMSNorm and rotate-half RoPE
 //! (Hugging Face transformers' modeling_llama), LayerNorm, layer scale and exact GELU (modeling_dinov2),
 //! SwiGLU, softmax attention with grouped-query heads and its log-sum-exp, row gathers and axis swaps.

@@ -7,11 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device, Tensor};
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
+use sparsevlm_candle::ops;
 use sparsevlm_core::gravity::GravityTable;
 use sparsevlm_core::numerics::GravityInputs;
 use sparsevlm_core::{CompactionPlan, RaterQuery, Reduction};
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::ops;
 use sparsevlm_tests::backends::{cuda, normal, uniform};
 use sparsevlm_tests::fixtures;
 use sparsevlm_tests::golden;

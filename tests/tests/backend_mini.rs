@@ -8,22 +8,22 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use sparsevlm_candle::mini::bundle::{export_bundle, load_bundle, LoadedBundle};
+use sparsevlm_candle::mini::chat::IMAGE_TOKEN_INDEX;
+use sparsevlm_candle::mini::fetch::{default_cache_dir, fetch_all, parts_required};
+use sparsevlm_candle::mini::model::{MiniParts, ProjectorSource};
+use sparsevlm_candle::mini::tiny::write_tiny_mini;
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Generation};
+use sparsevlm_candle::tiny::random_pixels;
 use sparsevlm_core::Decoding as WebDecoding;
 use sparsevlm_core::{LayerEvent, Span, SparseConfig, Sparsifier, TokenLayout};
 use sparsevlm_core::{MethodName, MethodSpec};
-use sparsevlm_cuda::mini::bundle::{export_bundle, load_bundle, LoadedBundle};
-use sparsevlm_cuda::mini::chat::IMAGE_TOKEN_INDEX;
-use sparsevlm_cuda::mini::fetch::{default_cache_dir, fetch_all, parts_required};
-use sparsevlm_cuda::mini::model::{MiniParts, ProjectorSource};
-use sparsevlm_cuda::mini::tiny::write_tiny_mini;
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Generation};
-use sparsevlm_cuda::tiny::random_pixels;
 use sparsevlm_tests::backends;
 use sparsevlm_tests::tolerance::{max_abs_diff, same_ranking, Tolerance};
-use sparsevlm_web::bundle::{TOKENIZER_FILE, WEIGHTS_FILE};
-use sparsevlm_web::model::concat_rows;
-use sparsevlm_web::model::mini::{Answer, AnswerOptions, MiniModel};
-use sparsevlm_web::{image_input, GpuContext};
+use sparsevlm_wgpu::bundle::{TOKENIZER_FILE, WEIGHTS_FILE};
+use sparsevlm_wgpu::model::concat_rows;
+use sparsevlm_wgpu::model::mini::{Answer, AnswerOptions, MiniModel};
+use sparsevlm_wgpu::{image_input, GpuContext};
 
 /// f32 on both sides, but sums in another order through 18 (tiny) or 42 (real) layers: the accumulated
 /// rounding stays below 1e-4 absolute (6e-5 on the real model's logits), so the floor is the
@@ -243,8 +243,8 @@ fn bad_bundles_and_inputs_are_errors() {
     assert!(ask("   ", &pixels, &SparseConfig::dense()).is_err(), "empty question");
     assert!(ask("what?", &pixels[1..], &SparseConfig::dense()).is_err(), "wrong pixel count");
     assert!(ask("what?", &pixels, &SparseConfig::v15(65)).is_err(), "budget above the visual tokens");
-    assert!(sparsevlm_web::model::mini::method_config("v9", 10, 64).is_err());
-    assert!(sparsevlm_web::model::mini::method_config("v1.5", 0, 64).is_err());
-    assert!(sparsevlm_web::model::mini::method_config("v1.5", 65, 64).is_err());
+    assert!(sparsevlm_wgpu::model::mini::method_config("v9", 10, 64).is_err());
+    assert!(sparsevlm_wgpu::model::mini::method_config("v1.5", 0, 64).is_err());
+    assert!(sparsevlm_wgpu::model::mini::method_config("v1.5", 65, 64).is_err());
     assert!(ask("what?", &pixels, &SparseConfig::dense()).is_ok());
 }

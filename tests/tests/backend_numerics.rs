@@ -1,4 +1,4 @@
-//! The wgpu twins of the sparsifier's numerics (`sparsevlm_web::WgpuNumerics`, `kernels/wgsl/`) against
+//! The wgpu twins of the sparsifier's numerics (`sparsevlm_wgpu::WgpuNumerics`, `kernels/wgsl/`) against
 //! the CPU reference (`sparsevlm_core::CpuReference`) on fresh seeded random inputs with odd sizes: rater
 //! logits, rater probabilities (both attention forms, both reductions, grouped-query heads, with and without
 //! the gravity divisor), pairwise distances, compaction plans, top-k with ties, input errors, and whole
@@ -16,7 +16,7 @@ use sparsevlm_core::{
 };
 use sparsevlm_tests::backends;
 use sparsevlm_tests::tolerance::{permuted, same_ranking, Tolerance};
-use sparsevlm_web::{DType, GpuContext, GpuTensor, WgpuNumerics};
+use sparsevlm_wgpu::{DType, GpuContext, GpuTensor, WgpuNumerics};
 
 fn cpu(shape: &[usize], data: Vec<f32>) -> CpuTensor {
     CpuTensor::new(shape.to_vec(), data).unwrap()
@@ -236,7 +236,7 @@ fn top_k_matches_select_with_ties() {
             .collect();
         let t = ctx.upload(&[n], &scores).unwrap();
         for k in [0, 1, n / 3, n / 2 + 1, n, n + 5] {
-            let got = block_on(sparsevlm_web::numerics::top_k(&ctx, &t, k)).unwrap();
+            let got = block_on(sparsevlm_wgpu::numerics::top_k(&ctx, &t, k)).unwrap();
             assert_eq!(got, select::top_k_sorted(&scores, k), "n = {n}, k = {k}");
         }
     }
@@ -259,7 +259,7 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(block_on(wgpu.pairwise_distances(&emb, &[1, 9])).is_err(), "row out of range");
     let ids = ctx.upload_bytes(&[4], DType::U32, bytemuck::cast_slice(&[1u32, 2, 3, 4])).unwrap();
     assert!(block_on(wgpu.pairwise_distances(&ids, &[1])).is_err(), "u32 tensor");
-    assert!(block_on(sparsevlm_web::numerics::top_k(&ctx, &ids, 2)).is_err(), "u32 scores");
+    assert!(block_on(sparsevlm_wgpu::numerics::top_k(&ctx, &ids, 2)).is_err(), "u32 scores");
 
     let [q, k, lse, probs] = attention(600, 4, 2, 3, 20, 8);
     let (q, k, lse, probs) = (gpu(&ctx, &q), gpu(&ctx, &k), gpu(&ctx, &lse), gpu(&ctx, &probs));

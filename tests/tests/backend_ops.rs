@@ -1,4 +1,4 @@
-//! The model operations of the wgpu backend (`sparsevlm_web::ops`) against the plain-loop references of
+//! The model operations of the wgpu backend (`sparsevlm_wgpu::ops`) against the plain-loop references of
 //! `sparsevlm_tests::reference_ops`, on fresh seeded random inputs with odd sizes; quantised matrices are
 //! random GGUF Q8_0 / Q4_1 blocks (random f16 scales and minima, random quants) dequantised on the host
 //! with `dequantize_gguf`.
@@ -11,9 +11,9 @@ use sparsevlm_core::rope::rope_tables;
 use sparsevlm_tests::backends::{self, normal, uniform};
 use sparsevlm_tests::reference_ops::{self as reference, AttentionShape};
 use sparsevlm_tests::tolerance::Tolerance;
-use sparsevlm_web::bundle::Quant;
-use sparsevlm_web::weight::dequantize_gguf;
-use sparsevlm_web::{ops, DType, GpuContext, GpuTensor, WebError, Weight};
+use sparsevlm_wgpu::bundle::Quant;
+use sparsevlm_wgpu::weight::dequantize_gguf;
+use sparsevlm_wgpu::{ops, DType, GpuContext, GpuTensor, WebError, Weight};
 
 /// Matrix products. Each output sums k products in f32 (in the kernels; f64 in the reference), and each
 /// addition rounds relative to the running sum, not to the final output: with O(1) inputs and k ≤ 1536 the

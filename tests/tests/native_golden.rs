@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use candle_core::{DType, Device};
-use sparsevlm_cuda::models::llava::{Llava, LoadOptions};
+use sparsevlm_candle::models::llava::{Llava, LoadOptions};
 use sparsevlm_tests::fixtures;
 use sparsevlm_tests::golden;
 

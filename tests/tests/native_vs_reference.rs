@@ -8,10 +8,10 @@
 
 use candle_core::{DType, Device};
 use ndarray::Array2;
+use sparsevlm_candle::config::Layout;
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
+use sparsevlm_candle::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 use sparsevlm_core::{SparseConfig, Sparsifier};
-use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
-use sparsevlm_cuda::tiny::{random_pixels, write_tiny_llava, TinySpec, BOS};
 use sparsevlm_tests::reference_llama::{AttentionForm, ReferenceLlama};
 use sparsevlm_tests::tolerance::{max_abs_diff, permuted, same_ranking, Tolerance};
 

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 use sparsevlm_tests::backends;
-use sparsevlm_web::{DType, WebError};
+use sparsevlm_wgpu::{DType, WebError};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

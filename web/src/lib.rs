@@ -1,4 +1,4 @@
-//! # sparsevlm-web
+//! # sparsevlm-wgpu
 //!
 //! The wgpu backend of sparsevlm: the small demo VLM (sparsevlm-mini) with wgpu compute, natively on
 //! Vulkan and in the browser on WebGPU. It implements [`sparsevlm_core::AsyncNumerics`] with the WGSL

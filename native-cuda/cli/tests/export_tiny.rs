@@ -10,9 +10,9 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
-use sparsevlm_cuda::mini::bundle::{export_bundle, load_bundle, read_config};
-use sparsevlm_cuda::mini::tiny::write_tiny_mini;
-use sparsevlm_web::bundle::{BundleManifest, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use sparsevlm_candle::mini::bundle::{export_bundle, load_bundle, read_config};
+use sparsevlm_candle::mini::tiny::write_tiny_mini;
+use sparsevlm_wgpu::bundle::{BundleManifest, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()

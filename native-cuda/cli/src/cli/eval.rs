@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use sparsevlm_candle::data::read_easy_vqa;
+use sparsevlm_candle::eval::{evaluate, markdown, plot, Journal, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER};
+use sparsevlm_candle::heatmap::save_png;
+use sparsevlm_candle::mini::fetch;
+use sparsevlm_candle::preprocess::{read_config, PreprocessConfig};
+use sparsevlm_candle::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 use sparsevlm_core::MethodSpec;
-use sparsevlm_cuda::data::read_easy_vqa;
-use sparsevlm_cuda::eval::{evaluate, markdown, plot, Journal, LlavaPrompter, Prompter, LLAVA_SHORT_ANSWER};
-use sparsevlm_cuda::heatmap::save_png;
-use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::preprocess::{read_config, PreprocessConfig};
-use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 
 use super::common::{Family, ModelArgs};
 
@@ -114,8 +114,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn id_is_hf(model: &sparsevlm_cuda::models::llava::Llava) -> bool {
-    model.config.layout == sparsevlm_cuda::config::Layout::LlavaHf
+fn id_is_hf(model: &sparsevlm_candle::models::llava::Llava) -> bool {
+    model.config.layout == sparsevlm_candle::config::Layout::LlavaHf
 }
 
 /// `n` questions drawn without replacement with a seeded generator, in their original order (so that the

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sparsevlm_cuda::config::{Layout, LlavaConfig};
-use sparsevlm_cuda::loader;
+use sparsevlm_candle::config::{Layout, LlavaConfig};
+use sparsevlm_candle::loader;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {

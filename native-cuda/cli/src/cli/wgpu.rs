@@ -4,10 +4,10 @@
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sparsevlm_cuda::{heatmap, report};
-use sparsevlm_web::bundle::{TOKENIZER_FILE, WEIGHTS_FILE};
-use sparsevlm_web::model::mini::{AnswerOptions, MiniModel};
-use sparsevlm_web::{image_input, GpuContext};
+use sparsevlm_candle::{heatmap, report};
+use sparsevlm_wgpu::bundle::{TOKENIZER_FILE, WEIGHTS_FILE};
+use sparsevlm_wgpu::model::mini::{AnswerOptions, MiniModel};
+use sparsevlm_wgpu::{image_input, GpuContext};
 
 use super::run::RunArgs;
 
@@ -77,7 +77,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         if panels.is_empty() {
             eprintln!("note: nothing was pruned, so the heatmap has no panels");
         } else {
-            let square = sparsevlm_cuda::preprocess::to_rgb_image(square)?;
+            let square = sparsevlm_candle::preprocess::to_rgb_image(square)?;
             heatmap::save_png(&heatmap::render_heatmap(&square, grid, &panels)?, path)?;
         }
     }

@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use sparsevlm_candle::eval::Prompter;
+use sparsevlm_candle::heatmap;
+use sparsevlm_candle::mini::model::{load_mini, ProjectorSource};
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions};
+use sparsevlm_candle::{preprocess, report};
 use sparsevlm_core::{Budget, Method, SparseConfig};
-use sparsevlm_cuda::eval::Prompter;
-use sparsevlm_cuda::heatmap;
-use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions};
-use sparsevlm_cuda::{preprocess, report};
 
 use super::common::CacheArgs;
 

@@ -7,11 +7,11 @@
 
 use std::process::Command;
 
+use sparsevlm_candle::eval::point_config;
+use sparsevlm_candle::plan::plan;
 use sparsevlm_core::schedule::{official_table, TableFamily};
 use sparsevlm_core::{MethodSpec, ModelDims, SparseConfig};
-use sparsevlm_cuda::eval::point_config;
-use sparsevlm_cuda::plan::plan;
-use sparsevlm_web::model::mini::method_config;
+use sparsevlm_wgpu::model::mini::method_config;
 
 const N_VISUAL: usize = 576;
 

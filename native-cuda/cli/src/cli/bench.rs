@@ -13,10 +13,10 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use sparsevlm_candle::config::LlavaConfig;
+use sparsevlm_candle::mini::model::{load_mini, ProjectorSource};
+use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
 use sparsevlm_core::rng::SplitMix64;
-use sparsevlm_cuda::config::LlavaConfig;
-use sparsevlm_cuda::mini::model::{load_mini, ProjectorSource};
-use sparsevlm_cuda::models::llava::{Decoding, GenerateOptions, Llava, LoadOptions};
 
 use sparsevlm_core::MethodSpec;
 
@@ -235,12 +235,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             kv_token_layers: acc.kv_token_layers,
         });
         eprintln!("done: {}", rows[rows.len() - 1].method);
-        if sparsevlm_cuda::profile::enabled() {
+        if sparsevlm_candle::profile::enabled() {
             eprintln!(
                 "stages of {} ({} runs, synchronised):\n{}",
                 config.label(),
                 args.warmup + args.repeats,
-                sparsevlm_cuda::profile::take_report()
+                sparsevlm_candle::profile::take_report()
             );
         }
     }

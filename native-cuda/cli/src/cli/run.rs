@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use sparsevlm_candle::heatmap;
+use sparsevlm_candle::models::llava::{GenerateOptions, Generation};
+use sparsevlm_candle::report;
 use sparsevlm_core::TokenLayout;
-use sparsevlm_cuda::heatmap;
-use sparsevlm_cuda::models::llava::{GenerateOptions, Generation};
-use sparsevlm_cuda::report;
 
 use super::common::{pixels_to_image, GenerationArgs, InputArgs, MethodArgs, ModelArgs, Prepared};
 

@@ -11,8 +11,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sparsevlm_candle::plan;
 use sparsevlm_core::ModelDims;
-use sparsevlm_cuda::plan;
 
 #[derive(Debug, Parser)]
 #[command(name = "sparsevlm", version, about = "SparseVLM: text-guided visual token pruning for VLMs")]

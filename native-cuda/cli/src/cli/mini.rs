@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sparsevlm_cuda::mini::bundle::export_bundle;
-use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::mini::model::{converted_backbone, MiniParts, ProjectorSource};
-use sparsevlm_cuda::mini::tiny::write_tiny_mini;
+use sparsevlm_candle::mini::bundle::export_bundle;
+use sparsevlm_candle::mini::fetch;
+use sparsevlm_candle::mini::model::{converted_backbone, MiniParts, ProjectorSource};
+use sparsevlm_candle::mini::tiny::write_tiny_mini;
 
 use super::common::CacheArgs;
 
@@ -64,7 +64,7 @@ pub fn export_web(args: &ExportArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| cache.join("web"));
     let started = Instant::now();
     let config = export_bundle(&parts, &out)?;
-    let weights = out.join(sparsevlm_web::bundle::WEIGHTS_FILE);
+    let weights = out.join(sparsevlm_wgpu::bundle::WEIGHTS_FILE);
     let size = std::fs::metadata(&weights).with_context(|| format!("reading {}", weights.display()))?.len();
     println!("{}", config.description);
     println!(
@@ -88,7 +88,7 @@ fn export_tiny(out: &Path, seed: u64) -> Result<()> {
     // The parts are only a step towards the bundle: remove them whether or not the export worked.
     let _ = std::fs::remove_dir_all(&parts_dir);
     let config = exported?;
-    let weights = out.join(sparsevlm_web::bundle::WEIGHTS_FILE);
+    let weights = out.join(sparsevlm_wgpu::bundle::WEIGHTS_FILE);
     let size = std::fs::metadata(&weights).with_context(|| format!("reading {}", weights.display()))?.len();
     println!("{}", config.description);
     println!(

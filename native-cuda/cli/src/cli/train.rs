@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sparsevlm_cuda::data::{read_easy_vqa, VqaItem};
-use sparsevlm_cuda::features::FeatureCache;
-use sparsevlm_cuda::heatmap::save_png;
-use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::mini::model::{assemble_mini, MiniParts, MiniPrompter, ProjectorSource};
-use sparsevlm_cuda::plot::loss_plot;
-use sparsevlm_cuda::scenes;
-use sparsevlm_cuda::train::packed::Question;
-use sparsevlm_cuda::train::run::{fresh_state, train, Checkpoint, GroupSpec, Reporting, TrainConfig};
+use sparsevlm_candle::data::{read_easy_vqa, VqaItem};
+use sparsevlm_candle::features::FeatureCache;
+use sparsevlm_candle::heatmap::save_png;
+use sparsevlm_candle::mini::fetch;
+use sparsevlm_candle::mini::model::{assemble_mini, MiniParts, MiniPrompter, ProjectorSource};
+use sparsevlm_candle::plot::loss_plot;
+use sparsevlm_candle::scenes;
+use sparsevlm_candle::train::packed::Question;
+use sparsevlm_candle::train::run::{fresh_state, train, Checkpoint, GroupSpec, Reporting, TrainConfig};
 
 use super::common::{CacheArgs, DeviceArgs};
 

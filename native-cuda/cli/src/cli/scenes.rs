@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use sparsevlm_cuda::scenes;
+use sparsevlm_candle::scenes;
 
 #[derive(Debug, Args)]
 pub struct ScenesArgs {

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
+use sparsevlm_candle::config::Layout;
+use sparsevlm_candle::eval::{LlavaPrompter, Prompter};
+use sparsevlm_candle::mini::fetch;
+use sparsevlm_candle::mini::model::{load_mini, MiniPrompter, ProjectorSource};
+use sparsevlm_candle::models::llava::{Decoding, Llava, LoadOptions};
+use sparsevlm_candle::preprocess::{self, PreprocessConfig};
+use sparsevlm_candle::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 use sparsevlm_core::{MethodSpec, SparseConfig};
-use sparsevlm_cuda::config::Layout;
-use sparsevlm_cuda::eval::{LlavaPrompter, Prompter};
-use sparsevlm_cuda::mini::fetch;
-use sparsevlm_cuda::mini::model::{load_mini, MiniPrompter, ProjectorSource};
-use sparsevlm_cuda::models::llava::{Decoding, Llava, LoadOptions};
-use sparsevlm_cuda::preprocess::{self, PreprocessConfig};
-use sparsevlm_cuda::tokenize::{ImageToken, PromptTemplate, PromptTokenizer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DtypeArg {

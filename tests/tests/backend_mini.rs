@@ -15,7 +15,6 @@ use sparsevlm_candle::mini::model::{MiniParts, ProjectorSource};
 use sparsevlm_candle::mini::tiny::write_tiny_mini;
 use sparsevlm_candle::models::llava::{Decoding, GenerateOptions, Generation};
 use sparsevlm_candle::tiny::random_pixels;
-use sparsevlm_core::Decoding as WebDecoding;
 use sparsevlm_core::{LayerEvent, Span, SparseConfig, Sparsifier, TokenLayout};
 use sparsevlm_core::{MethodName, MethodSpec};
 use sparsevlm_tests::backends;
@@ -48,14 +47,21 @@ fn native_generate(
     prompt: &[i64],
     sparse: &SparseConfig,
 ) -> Generation {
+    native_generate_with(native, pixels, prompt, sparse, Decoding::Greedy)
+}
+
+fn native_generate_with(
+    native: &LoadedBundle,
+    pixels: &candle_core::Tensor,
+    prompt: &[i64],
+    sparse: &SparseConfig,
+    decoding: Decoding,
+) -> Generation {
     let model = &native.mini.model;
     let features = model.encode_image(pixels).unwrap();
     let (embeddings, layout) = model.prompt_inputs(prompt, &features).unwrap();
-    let options = GenerateOptions {
-        max_new_tokens: TOKENS,
-        decoding: Decoding::Greedy,
-        stop_tokens: native.config.prompt.stop_tokens.clone(),
-    };
+    let options =
+        GenerateOptions { max_new_tokens: TOKENS, decoding, stop_tokens: native.config.prompt.stop_tokens.clone() };
     model.generate(embeddings, layout, sparse, &options).unwrap()
 }
 
@@ -108,7 +114,7 @@ fn tiny_mini_on_wgpu_matches_the_native_model_for_every_method() {
             (spec.label(), spec.config().unwrap())
         }))
         .collect();
-    let options = AnswerOptions { max_new_tokens: TOKENS, decoding: WebDecoding::Greedy };
+    let options = AnswerOptions { max_new_tokens: TOKENS, decoding: Decoding::Greedy };
     for (what, sparse) in &methods {
         let a = native_generate(&native, &pixels, &prompt, sparse);
         let b: Answer = pollster::block_on(web.answer(&ctx, &flat, question, sparse, &options, &mut |_| {})).unwrap();
@@ -124,6 +130,15 @@ fn tiny_mini_on_wgpu_matches_the_native_model_for_every_method() {
             assert!(b.sparsifier.trace().events.iter().any(|e| e.visual_after.len() < e.v_in), "{what} prunes");
         }
     }
+    // One sampler for every backend: the same seed draws the same tokens from the same logits.
+    let decoding = Decoding::Sample { temperature: 1.5, top_p: Some(0.95), seed: 11 };
+    let sparse = SparseConfig::v15(budget);
+    let a = native_generate_with(&native, &pixels, &prompt, &sparse, decoding);
+    let options = AnswerOptions { max_new_tokens: TOKENS, decoding };
+    let b = pollster::block_on(web.answer(&ctx, &flat, question, &sparse, &options, &mut |_| {})).unwrap();
+    assert_eq!(a.tokens, b.tokens, "sampled answer");
+    let greedy = native_generate(&native, &pixels, &prompt, &sparse);
+    assert_ne!(a.tokens, greedy.tokens, "sampling at temperature 1.5 leaves the greedy path");
 }
 
 /// The real sparsevlm-mini (pretrained DINOv2-S/14 and SmolLM2-135M, untrained seeded projector) on wgpu
@@ -160,7 +175,7 @@ fn real_mini_on_wgpu_matches_the_native_model() {
     }
 
     let sparse = "v1.5@64".parse::<MethodSpec>().unwrap().config().unwrap();
-    let options = AnswerOptions { max_new_tokens: 4, decoding: WebDecoding::Greedy };
+    let options = AnswerOptions { max_new_tokens: 4, decoding: Decoding::Greedy };
     let a = native_generate(&native, &pixels, &prompt, &sparse);
     let b = web.answer_blocking(&ctx, &flat, question, &sparse, &options, &mut |_| {}).unwrap();
     println!(

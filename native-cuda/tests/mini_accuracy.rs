@@ -18,10 +18,10 @@ use sparsevlm_candle::mini::model::{load_mini, ProjectorSource};
 use sparsevlm_candle::scenes::{write_scenes, TEST_SEED};
 use sparsevlm_core::{MethodName, MethodSpec};
 
-/// Dense accuracy on the sample must stay at or above this (36 % measured at commit: docs/mini.md).
-const DENSE_THRESHOLD: f64 = 0.30;
-/// SparseVLM v1.5 at 64 tokens must stay at or above this (22 % measured at commit).
-const V15_AT_64_THRESHOLD: f64 = 0.15;
+/// Dense accuracy on the sample must stay at or above this (44 % measured at commit: docs/mini.md).
+const DENSE_THRESHOLD: f64 = 0.38;
+/// SparseVLM v1.5 at 64 tokens (the official table) must stay at or above this (35 % measured at commit).
+const V15_AT_64_THRESHOLD: f64 = 0.29;
 
 #[test]
 fn the_committed_projector_answers_scenes_questions() {

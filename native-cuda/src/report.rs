@@ -72,11 +72,6 @@ pub fn score_json(
 ///
 /// `grid` is the patch grid side (24 for 576 tokens); the first visual span is drawn.
 pub fn heatmap_panels(trace: &PruneTrace, layout: &TokenLayout, grid: usize) -> Vec<HeatmapPanel> {
-    let mask = |patches: &mut dyn Iterator<Item = usize>| {
-        let mut on = vec![false; grid * grid];
-        patches.filter(|&p| p < grid * grid).for_each(|p| on[p] = true);
-        on
-    };
     let (layers, _) = patch_layers(trace, layout, grid);
     layers
         .iter()
@@ -95,15 +90,22 @@ pub fn heatmap_panels(trace: &PruneTrace, layout: &TokenLayout, grid: usize) -> 
             };
             HeatmapPanel {
                 title,
-                kept: mask(&mut l.kept.iter().copied()),
+                kept: patch_mask(grid, l.kept.iter().copied()),
                 scores: Some(scores),
-                merged: mask(&mut l.merged.iter().flatten().copied()),
+                merged: patch_mask(grid, l.merged.iter().flatten().copied()),
             }
         })
         .collect()
 }
 
 pub use sparsevlm_core::accounting::saved_percent;
+
+/// `grid × grid` flags, set at `patches`.
+fn patch_mask(grid: usize, patches: impl Iterator<Item = usize>) -> Vec<bool> {
+    let mut on = vec![false; grid * grid];
+    patches.filter(|&p| p < grid * grid).for_each(|p| on[p] = true);
+    on
+}
 
 /// Human-readable savings against a dense prefill of the same prompt.
 pub fn savings(dims: &ModelDims, pruned: &Accounting, seq_len: usize, n_visual: usize) -> Vec<String> {
